@@ -1,0 +1,122 @@
+#include "runtime/threadpool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MCV_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define MCV_PAUSE() __asm__ __volatile__("yield")
+#else
+#define MCV_PAUSE() ((void)0)
+#endif
+
+namespace minicpmv {
+
+namespace {
+// Spin this many rounds before sleeping: a decode step issues calls microseconds apart, and a
+// sleep/wake through the kernel costs more than the work of a small matvec.
+constexpr int kSpinRounds = 1 << 14;
+}  // namespace
+
+int ThreadPool::default_threads() {
+  if (const char* env = std::getenv("MINICPMV_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads > 0 ? n_threads : default_threads()) {
+  threads_.reserve(n_threads_ - 1);
+  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::worker(int ith) {
+  uint64_t seen = 0;
+  for (;;) {
+    uint64_t gen = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; gen == seen && spin < kSpinRounds; ++spin) {
+      MCV_PAUSE();
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    if (gen == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    seen = gen;
+    if (stop_.load()) return;
+    try {
+      (*job_)(ith, n_threads_);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(err_mu_);
+      if (!worker_error_) worker_error_ = std::current_exception();
+    }
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::run(const std::function<void(int, int)>& fn) {
+  if (n_threads_ == 1) {
+    fn(0, 1);
+    return;
+  }
+  job_ = &fn;
+  pending_.store(n_threads_ - 1, std::memory_order_release);
+  {
+    // Taking the lock orders the increment with a worker that is about to wait.
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  cv_.notify_all();
+  std::exception_ptr err;
+  try {
+    fn(0, n_threads_);
+  } catch (...) {
+    err = std::current_exception();
+  }
+  while (pending_.load(std::memory_order_acquire) != 0) MCV_PAUSE();
+  job_ = nullptr;
+  if (!err && worker_error_) err = worker_error_;
+  worker_error_ = nullptr;
+  if (err) std::rethrow_exception(err);
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  if (n_threads_ == 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  run([&](int, int) {
+    for (;;) {
+      int64_t b = next.fetch_add(grain, std::memory_order_relaxed);
+      if (b >= n) break;
+      fn(b, std::min(n, b + grain));
+    }
+  });
+}
+
+ThreadPool& default_pool() {
+  static ThreadPool pool(0);
+  return pool;
+}
+
+}  // namespace minicpmv
