@@ -1,0 +1,57 @@
+// Matrix products for every weight format: the one entry point the models call.
+//
+//   Y[n x rows] = X[n x cols] . W^T        (X, Y: f32, row-major)
+//
+// n == 1 is the decode matvec; n > 1 the prefill / vision matmul. For block-quantized weights the
+// activations are quantized on the fly to the format's int8 partner (Q8_0 blocks, or Q8_K for
+// K-quants) and the products run in integer dot-product instructions, as llama.cpp does.
+// The kernel path (ref | avx2 | avx512 | neon | dotprod | i8mm) is chosen once from the CPU's
+// features; MINICPMV_ISA forces one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "quant/types.h"
+
+namespace minicpmv {
+class ThreadPool;
+
+namespace kernels {
+
+enum class Isa { Ref, Avx2, Avx512, Neon, Dotprod, I8mm };
+const char* isa_name(Isa isa);
+Isa best_isa();           // the best path this CPU supports
+Isa active_isa();         // best_isa(), or MINICPMV_ISA if set (InvalidArgument if unsupported here)
+void set_isa(Isa isa);    // for tests and benchmarks; InvalidArgument if this CPU cannot run it
+
+// A weight matrix [rows x cols] ready for the kernels. By default it points into the caller's
+// memory (the mapped GGUF file: no copy). Kernels may store a repacked layout for the active ISA.
+class Weight {
+ public:
+  Weight() = default;
+  // `data` holds rows * row_size(type, cols) bytes, row-major, and must outlive the Weight.
+  static Weight view(DType type, int64_t rows, int64_t cols, const void* data);
+
+  DType type() const { return type_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  const void* data() const { return data_; }
+  size_t row_bytes() const { return row_bytes_; }
+  bool empty() const { return data_ == nullptr; }
+
+ private:
+  DType type_ = DType::F32;
+  int64_t rows_ = 0, cols_ = 0;
+  const void* data_ = nullptr;
+  size_t row_bytes_ = 0;
+  std::shared_ptr<void> owned_;  // a repacked copy, when the kernels keep one
+  friend struct WeightAccess;
+};
+
+// Y = X . W^T. X has n rows of W.cols() floats, Y n rows of W.rows() floats.
+void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool);
+
+}  // namespace kernels
+}  // namespace minicpmv
