@@ -10,5 +10,6 @@ void bind_quant(pyb::module_& m);
 void bind_kernels(pyb::module_& m);
 void bind_text(pyb::module_& m);
 void bind_vision(pyb::module_& m);
-void bind_model(pyb::module_& m);
+void bind_model(pyb::module_& m);          // language model (Qwen2)
+void bind_vision_model(pyb::module_& m);   // SigLIP + resampler
 }  // namespace minicpmv::py

@@ -32,4 +32,5 @@ PYBIND11_MODULE(_core, m) {
   minicpmv::py::bind_text(m);
   minicpmv::py::bind_vision(m);
   minicpmv::py::bind_model(m);
+  minicpmv::py::bind_vision_model(m);
 }
