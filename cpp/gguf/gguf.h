@@ -4,9 +4,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "quant/types.h"
@@ -19,8 +21,20 @@ enum class ValueType : uint32_t {
 };
 const char* value_type_name(ValueType t);
 
+// Bytes of one scalar of this type; 0 for STRING and ARRAY.
+size_t value_type_size(ValueType t);
+inline bool is_int_type(ValueType t) {
+  return t == ValueType::UINT8 || t == ValueType::INT8 || t == ValueType::UINT16 || t == ValueType::INT16 ||
+         t == ValueType::UINT32 || t == ValueType::INT32 || t == ValueType::UINT64 || t == ValueType::INT64;
+}
+inline bool is_signed_type(ValueType t) {
+  return t == ValueType::INT8 || t == ValueType::INT16 || t == ValueType::INT32 || t == ValueType::INT64;
+}
+inline bool is_float_type(ValueType t) { return t == ValueType::FLOAT32 || t == ValueType::FLOAT64; }
+
 // One metadata value. Scalars are widened into i64 / u64 / f64; strings are views into the map.
 // Arrays keep their element type and a view of their raw bytes (strings: offsets of each item).
+// Every view points into the File's mapping and lives as long as the File.
 struct Value {
   ValueType type = ValueType::UINT8;
   ValueType elem_type = ValueType::UINT8;  // for ARRAY
@@ -31,6 +45,13 @@ struct Value {
   uint64_t n = 0;      // ARRAY: number of items
   const uint8_t* raw = nullptr;            // ARRAY of numbers: first item (little-endian packed)
   std::vector<std::string_view> strings;   // ARRAY of strings
+  std::vector<Value> items;                // ARRAY of arrays: each item is itself an ARRAY value
+
+  // Item k of an ARRAY of numbers (k < n; the raw bytes are unaligned, so these copy them out).
+  // BOOL items read as 0/1 through elem_int.
+  int64_t elem_int(uint64_t k) const;     // signed ints, bool, unsigned that fit in int64 (else throws)
+  uint64_t elem_uint(uint64_t k) const;   // unsigned ints (and non-negative signed)
+  double elem_float(uint64_t k) const;    // any number type, converted
 };
 
 struct TensorInfo {
@@ -90,6 +111,14 @@ class File {
   // As tensor(), and checks the shape (ggml order, trailing 1s may be omitted):
   // "<file>: tensor 'x' has shape [a, b], expected [c, d]".
   const TensorInfo& tensor(const std::string& name, std::initializer_list<int64_t> ne) const;
+
+  // Paging hints for the mapped bytes of a tensor (or of every tensor); failures are ignored.
+  // willneed: start reading ahead now (before a pass over the weights).
+  // dontneed: drop the pages from this process (after the weights were repacked into our own
+  // buffers); reading the tensor again faults them back in from the file.
+  void advise_willneed(const TensorInfo& t) const;
+  void advise_dontneed(const TensorInfo& t) const;
+  void advise_willneed_all() const;
 
  private:
   File() = default;

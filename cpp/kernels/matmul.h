@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quant/types.h"
 
@@ -25,6 +26,10 @@ const char* isa_name(Isa isa);
 Isa best_isa();           // the best path this CPU supports
 Isa active_isa();         // best_isa(), or MINICPMV_ISA if set (InvalidArgument if unsupported here)
 void set_isa(Isa isa);    // for tests and benchmarks; InvalidArgument if this CPU cannot run it
+bool isa_available(Isa isa);        // this CPU (and this build's architecture) can run it
+std::vector<Isa> available_isas();  // every path isa_available() accepts, ref first
+Isa isa_from_name(const std::string& name);  // "ref", "avx2", ...; InvalidArgument if unknown
+bool matmul_supports(DType type);   // a kernel exists for weights of this type
 
 // A weight matrix [rows x cols] ready for the kernels. By default it points into the caller's
 // memory (the mapped GGUF file: no copy). Kernels may store a repacked layout for the active ISA.
@@ -52,6 +57,8 @@ class Weight {
 
 // Y = X . W^T. X has n rows of W.cols() floats, Y n rows of W.rows() floats.
 void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool);
+// The same on a given path (tests, benchmarks); InvalidArgument if this CPU cannot run it.
+void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool, Isa isa);
 
 }  // namespace kernels
 }  // namespace minicpmv

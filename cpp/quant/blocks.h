@@ -65,6 +65,20 @@ struct block_q4_K {
 };
 static_assert(sizeof(block_q4_K) == 144, "q4_K block");
 
+// Sub-block j (0..7) of a Q4_K / Q5_K super-block: its 6-bit scale and min. Bytes 0-3 hold the
+// scales of sub-blocks 0-3 (low 6 bits), bytes 4-7 their mins; sub-blocks 4-7 keep their low 4
+// bits in the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits in the spare top
+// bits of bytes 0-3 (scales) and 4-7 (mins).
+inline void get_scale_min_k4(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
 // Q5_K: as Q4_K with a fifth bit per element in qh (bit 2g / 2g + 1 of qh[l] for element l of
 // sub-blocks 2g / 2g + 1).
 struct block_q5_K {

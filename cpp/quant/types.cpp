@@ -1,5 +1,6 @@
 #include "quant/types.h"
 
+#include <cctype>
 #include <cstdio>
 
 #include "minicpmv/error.h"
@@ -41,5 +42,20 @@ const TypeTraits& type_traits(DType t) {
 }
 
 const char* type_name(DType t) { return type_traits(t).name; }
+
+DType dtype_from_name(const std::string& name) {
+  auto lower = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  const std::string want = lower(name);
+  std::string known;
+  for (const Entry& e : kTypes) {
+    if (lower(e.traits.name) == want) return static_cast<DType>(e.id);
+    known += known.empty() ? "" : ", ";
+    known += e.traits.name;
+  }
+  throw InvalidArgument("unknown tensor type '" + name + "' (known: " + known + ")");
+}
 
 }  // namespace minicpmv

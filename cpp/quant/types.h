@@ -42,6 +42,10 @@ const TypeTraits* type_traits(uint32_t type_id);
 const TypeTraits& type_traits(DType t);
 const char* type_name(DType t);
 
+// The type named `name` as ggml writes it ("f32", "q4_K", ...), case-insensitive ("Q4_K" and
+// "q4_k" both work: users type either). InvalidArgument naming the known types otherwise.
+DType dtype_from_name(const std::string& name);
+
 // Bytes of one row of n elements; n must be a multiple of the block size (checked by callers
 // that read files: GGUF validation rejects rows that are not).
 inline size_t row_size(DType t, int64_t n) {

@@ -1,0 +1,169 @@
+// Decode matvec and prefill matmul speed of every kernel path on this CPU, side by side with the
+// machine's measured read bandwidth (not a test; prints a table).
+//
+//   bench_matvec [--quick]
+//
+// Bandwidth: a STREAM-like sum over a 2 GiB buffer (best of 5), 1 and 2 threads.
+// Matvec (n = 1): Q4_0, Q4_K, Q8_0 at 3584 x 18944 and 18944 x 3584 (rows x cols); the weights are
+// rotated over enough copies (>= 256 MiB) that every call reads them from DRAM, as in decode.
+// Effective GB/s = weight bytes / time; "ratio" = that / the bandwidth at the same thread count.
+// Matmul (n = 512): GOP/s = 2 * rows * cols * n / time (the scalar ref path is skipped: minutes).
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "quant/f16.h"
+#include "runtime/cpu.h"
+#include "runtime/threadpool.h"
+
+using namespace minicpmv;
+using namespace minicpmv::kernels;
+using Clock = std::chrono::steady_clock;
+
+static double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU time of the calling thread: with 1 thread it is the whole call's work, so on a shared
+// machine (other processes on the cores) it shows what the kernel would do on an idle core.
+static double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double read_bandwidth(ThreadPool& pool, const uint64_t* buf, size_t n_words) {
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<uint64_t> part(pool.size(), 0);
+    auto t0 = Clock::now();
+    pool.run([&](int ith, int nth) {
+      const size_t b = n_words * ith / nth, e = n_words * (ith + 1) / nth;
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (size_t i = b; i + 4 <= e; i += 4) s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+      part[ith] = s0 + s1 + s2 + s3;
+    });
+    const double dt = seconds_since(t0);
+    for (uint64_t p : part) sink += p;
+    best = std::max(best, n_words * 8.0 / dt / 1e9);
+  }
+  (void)sink;
+  return best;
+}
+
+// Random blocks with sane scales (f16 scale fields set to small normal values).
+static std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, std::mt19937_64& g) {
+  const size_t bytes = row_size(t, cols) * rows;
+  std::vector<uint8_t> w(bytes);
+  for (size_t i = 0; i + 8 <= bytes; i += 8) {
+    const uint64_t v = g();
+    std::memcpy(w.data() + i, &v, 8);
+  }
+  const size_t ts = type_traits(t).type_size;
+  const uint16_t s = fp32_to_fp16(0.01f);
+  for (size_t b = 0; b < bytes / ts; ++b) {
+    uint8_t* p = w.data() + b * ts;
+    if (t == DType::Q6_K) std::memcpy(p + 208, &s, 2);
+    else std::memcpy(p, &s, 2);
+    if (t == DType::Q4_K) std::memcpy(p + 2, &s, 2);
+  }
+  return w;
+}
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  std::printf("cpu:");
+  for (auto& f : cpu::feature_list())
+    if (f.second) std::printf(" %s", f.first.c_str());
+  std::printf("\nkernel paths:");
+  for (Isa i : available_isas()) std::printf(" %s", isa_name(i));
+  std::printf(" (best %s)\n\n", isa_name(best_isa()));
+
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  double bw[2];
+  {
+    const size_t n_words = (quick ? (512ull << 20) : (2ull << 30)) / 8;
+    std::unique_ptr<uint64_t[]> buf(new uint64_t[n_words]);
+    pools[1].run([&](int ith, int nth) {  // touch the pages from both threads
+      const size_t b = n_words * ith / nth, e = n_words * (ith + 1) / nth;
+      for (size_t i = b; i < e; ++i) buf[i] = i;
+    });
+    for (int k = 0; k < 2; ++k) bw[k] = read_bandwidth(pools[k], buf.get(), n_words);
+    std::printf("read bandwidth (%zu MiB buffer, best of 5): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n\n",
+                n_words * 8 >> 20, bw[0], bw[1]);
+  }
+
+  std::mt19937_64 g(42);
+  const DType types[] = {DType::Q4_0, DType::Q4_K, DType::Q8_0};
+  const int64_t shapes[2][2] = {{3584, 18944}, {18944, 3584}};
+  std::printf("matvec n=1          isa      thr   ms/call   GB/s  ratio-to-bandwidth\n");
+  for (DType t : types)
+    for (auto& sh : shapes) {
+      const int64_t rows = sh[0], cols = sh[1];
+      const size_t bytes = row_size(t, cols) * rows;
+      const size_t copies = std::max<size_t>(2, ((quick ? 64ull : 256ull) << 20) / bytes + 1);
+      std::vector<std::vector<uint8_t>> ws;
+      for (size_t c = 0; c < copies; ++c) ws.push_back(make_weights(t, rows, cols, g));
+      std::vector<Weight> W;
+      for (auto& w : ws) W.push_back(Weight::view(t, rows, cols, w.data()));
+      std::vector<float> x(cols), y(rows);
+      for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(g);
+      for (Isa isa : available_isas())
+        for (int k = 0; k < 2; ++k) {
+          for (auto& w : W) matmul(w, x.data(), 1, y.data(), pools[k], isa);  // warm up
+          const int reps = isa == Isa::Ref ? 1 : (quick ? 2 : 5);
+          double best = 1e30, best_cpu = 1e30;
+          for (int rep = 0; rep < reps; ++rep) {
+            auto t0 = Clock::now();
+            const double c0 = thread_cpu_seconds();
+            for (auto& w : W) matmul(w, x.data(), 1, y.data(), pools[k], isa);
+            best = std::min(best, seconds_since(t0) / W.size());
+            best_cpu = std::min(best_cpu, (thread_cpu_seconds() - c0) / W.size());
+          }
+          const double gbs = bytes / best / 1e9;
+          std::printf("%-5s %5lldx%-5lld  %-8s %d  %8.3f  %6.1f  %5.2f", type_name(t), (long long)rows,
+                      (long long)cols, isa_name(isa), k + 1, best * 1e3, gbs, gbs / bw[k]);
+          if (k == 0) std::printf("   (cpu-time: %.1f GB/s)", bytes / best_cpu / 1e9);
+          std::printf("\n");
+        }
+    }
+
+  const int64_t n = quick ? 64 : 512;
+  std::printf("\nmatmul n=%lld         isa      thr   ms/call   GOP/s\n", (long long)n);
+  for (DType t : types)
+    for (auto& sh : shapes) {
+      const int64_t rows = sh[0], cols = sh[1];
+      std::vector<uint8_t> w = make_weights(t, rows, cols, g);
+      Weight W = Weight::view(t, rows, cols, w.data());
+      std::vector<float> x(n * cols), y(n * rows);
+      for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(g);
+      for (Isa isa : available_isas()) {
+        if (isa == Isa::Ref) continue;
+        for (int k = 0; k < 2; ++k) {
+          matmul(W, x.data(), n, y.data(), pools[k], isa);
+          double best = 1e30, best_cpu = 1e30;
+          for (int rep = 0; rep < 2; ++rep) {
+            auto t0 = Clock::now();
+            const double c0 = thread_cpu_seconds();
+            matmul(W, x.data(), n, y.data(), pools[k], isa);
+            best = std::min(best, seconds_since(t0));
+            best_cpu = std::min(best_cpu, thread_cpu_seconds() - c0);
+          }
+          const double ops = 2.0 * rows * cols * n;
+          std::printf("%-5s %5lldx%-5lld  %-8s %d  %8.1f  %6.1f", type_name(t), (long long)rows, (long long)cols,
+                      isa_name(isa), k + 1, best * 1e3, ops / best / 1e9);
+          if (k == 0) std::printf("   (cpu-time: %.1f GOP/s)", ops / best_cpu / 1e9);
+          std::printf("\n");
+        }
+      }
+    }
+  return 0;
+}

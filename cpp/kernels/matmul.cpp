@@ -1,0 +1,223 @@
+// The matmul driver: checks arguments, quantizes the activations once per call into a scratch
+// buffer, and splits the work across the pool. The per-ISA kernels (kernel_set.h) do the math.
+//
+// Work split:
+//  - decode (few tokens): memory-bound, so rows are cut into contiguous chunks (a few per thread,
+//    handed out dynamically) and each weight row is streamed exactly once.
+//  - prefill (many tokens): compute-bound. A task is a block of weight rows small enough to stay
+//    in L2 (~256 KiB); the kernel sweeps all tokens over it in register tiles, so each weight
+//    byte comes from DRAM once per call and from L2 once per token tile.
+// Weights are used in place (GGUF mapping): no repacked copy is kept (issue 8: one copy of the
+// model in memory); Weight::owned_ stays unused for now.
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/kernel_set.h"
+#include "minicpmv/error.h"
+#include "runtime/cpu.h"
+#include "runtime/threadpool.h"
+
+namespace minicpmv {
+namespace kernels {
+namespace {
+
+bool isa_supported(Isa isa) {
+  const cpu::Features& f = cpu::features();
+  switch (isa) {
+    case Isa::Ref: return true;
+#if defined(MINICPMV_X86)
+    case Isa::Avx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
+    // The avx512 path uses vpdpbusd (VNNI) throughout; AVX512_BF16 is not required (see avx512.cpp).
+    case Isa::Avx512:
+      return f.avx2 && f.fma && f.f16c && f.bmi2 && f.avx512f && f.avx512bw && f.avx512vl &&
+             f.avx512dq && f.avx512_vnni;
+#endif
+#if defined(MINICPMV_ARM)
+    case Isa::Neon: return f.neon;
+    case Isa::Dotprod: return f.neon && f.asimddp;
+    case Isa::I8mm: return f.neon && f.asimddp && f.i8mm;
+#endif
+    default: return false;
+  }
+}
+
+const KernelSet& kernel_set(Isa isa) {
+  static KernelSet sets[6];
+  static std::once_flag once;
+  std::call_once(once, [] {
+    fill_ref(sets[0]);
+#if defined(MINICPMV_X86)
+    fill_avx2(sets[1]);
+    fill_avx512(sets[2]);
+#endif
+#if defined(MINICPMV_ARM)
+    fill_neon(sets[3]);
+    fill_dotprod(sets[4]);
+    fill_i8mm(sets[5]);
+#endif
+  });
+  return sets[static_cast<int>(isa)];
+}
+
+Isa parse_isa(const std::string& s) {
+  for (Isa i : {Isa::Ref, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod, Isa::I8mm})
+    if (s == isa_name(i)) return i;
+  throw InvalidArgument("MINICPMV_ISA=" + s + ": unknown kernel path (ref, avx2, avx512, neon, dotprod, i8mm)");
+}
+
+void require_supported(Isa isa) {
+  if (!isa_supported(isa))
+    throw InvalidArgument(std::string("kernel path '") + isa_name(isa) + "' is not supported by this CPU");
+}
+
+std::atomic<int> g_isa{-1};
+
+Isa current_isa() {
+  int v = g_isa.load(std::memory_order_acquire);
+  if (v >= 0) return static_cast<Isa>(v);
+  Isa isa = best_isa();
+  if (const char* env = std::getenv("MINICPMV_ISA")) {
+    if (*env) {
+      isa = parse_isa(env);
+      require_supported(isa);
+    }
+  }
+  g_isa.store(static_cast<int>(isa), std::memory_order_release);
+  return isa;
+}
+
+// Scratch for the quantized activations: grows once, per calling thread, 64-byte aligned.
+uint8_t* scratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes + 64) buf.resize(bytes + 64);
+  uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t(63));
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Ref: return "ref";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+    case Isa::Neon: return "neon";
+    case Isa::Dotprod: return "dotprod";
+    case Isa::I8mm: return "i8mm";
+  }
+  return "?";
+}
+
+Isa best_isa() {
+  for (Isa i : {Isa::Avx512, Isa::Avx2, Isa::I8mm, Isa::Dotprod, Isa::Neon})
+    if (isa_supported(i)) return i;
+  return Isa::Ref;
+}
+
+Isa active_isa() { return current_isa(); }
+
+void set_isa(Isa isa) {
+  require_supported(isa);
+  g_isa.store(static_cast<int>(isa), std::memory_order_release);
+}
+
+bool isa_available(Isa isa) { return isa_supported(isa); }
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::Ref, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod, Isa::I8mm})
+    if (isa_supported(i)) v.push_back(i);
+  return v;
+}
+
+Isa isa_from_name(const std::string& name) {
+  Isa isa = parse_isa(name);
+  return isa;
+}
+
+void quantize_activation_row(Isa isa, ActKind kind, const float* x, uint8_t* dst, int64_t cols) {
+  require_supported(isa);
+  const KernelSet& ks = kernel_set(isa);
+  (kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k)(x, dst, cols);
+}
+
+bool matmul_supports(DType type) {
+  const int id = static_cast<int>(type);
+  return id >= 0 && id < kNumTypes && kernel_set(Isa::Ref).gemm[id] != nullptr;
+}
+
+Weight Weight::view(DType type, int64_t rows, int64_t cols, const void* data) {
+  if (!matmul_supports(type))
+    throw InvalidArgument(std::string("matmul: weight type ") + type_name(type) + " has no kernel");
+  const int64_t bs = type_traits(type).block_size;
+  if (rows <= 0 || cols <= 0 || cols % bs != 0)
+    throw InvalidArgument("matmul: weight shape " + std::to_string(rows) + " x " + std::to_string(cols) +
+                          " is not valid for " + type_name(type) + " (cols must be a positive multiple of " +
+                          std::to_string(bs) + ")");
+  if (!data) throw InvalidArgument("matmul: weight data is null");
+  Weight w;
+  w.type_ = type;
+  w.rows_ = rows;
+  w.cols_ = cols;
+  w.data_ = data;
+  w.row_bytes_ = row_size(type, cols);
+  return w;
+}
+
+void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool) {
+  matmul(W, X, n, Y, pool, current_isa());
+}
+
+void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool, Isa isa) {
+  if (W.empty()) throw InvalidArgument("matmul: empty weight");
+  if (n <= 0) return;
+  if (!X || !Y) throw InvalidArgument("matmul: null activation or output");
+  require_supported(isa);
+  const KernelSet& ks = kernel_set(isa);
+  const int tid = static_cast<int>(W.type());
+  const GemmFn gemm = ks.gemm[tid];
+  const int64_t rows = W.rows(), cols = W.cols();
+  const ActKind kind = act_kind(W.type());
+  const size_t xs = act_row_bytes(kind, cols);
+
+  const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
+  if (kind != ActKind::F32) {
+    uint8_t* buf = scratch(xs * static_cast<size_t>(n));
+    const QuantizeFn q = kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k;
+    auto quant_rows = [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) q(X + t * cols, buf + t * xs, cols);
+    };
+    if (n >= 2 * pool.size() && n * cols >= (1 << 16)) pool.parallel_for(n, 1, quant_rows);
+    else quant_rows(0, n);
+    xq = buf;
+  }
+
+  const uint8_t* w = static_cast<const uint8_t*>(W.data());
+  const size_t ws = W.row_bytes();
+  const int nth = pool.size();
+  int64_t grain;
+  if (n < 4) {
+    // Decode: ~4 contiguous chunks per thread so a slower core does not hold the others up.
+    grain = (rows + 4 * nth - 1) / (4 * nth);
+    grain = std::max<int64_t>(16, (grain + 15) & ~int64_t(15));
+  } else {
+    // Prefill: a row block whose weights fit in ~256 KiB of L2, multiple of 4, 4..64 rows; fewer
+    // if that would leave threads idle.
+    grain = static_cast<int64_t>((256 << 10) / std::max<size_t>(ws, 1));
+    grain = std::clamp<int64_t>(grain & ~int64_t(3), 4, 64);
+    while (grain > 4 && (rows + grain - 1) / grain < 4 * nth) grain = std::max<int64_t>(4, (grain / 2) & ~int64_t(3));
+  }
+  auto run_rows = [&](int64_t b, int64_t e) { gemm(cols, w + b * ws, ws, e - b, xq, xs, n, Y + b, rows); };
+  if (nth == 1 || rows <= grain) run_rows(0, rows);
+  else pool.parallel_for(rows, grain, run_rows);
+}
+
+}  // namespace kernels
+}  // namespace minicpmv

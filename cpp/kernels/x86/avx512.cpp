@@ -1,0 +1,443 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels. Integer products use vpdpbusd (u8 x s8 -> i32), so the
+// weight operand must be unsigned:
+//  - 32-blocks (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0): weights as their stored unsigned codes (Q8_0: w ^ 0x80
+//    = w + 128); the offset (-8, -16, -128 per code) or Q4_1/Q5_1's min m is added back once per
+//    block from the activation's s = dx*sum(qx): dot = dw*dx*dot_u8 + c*s, c = -offset*dw or m.
+//  - K-quants: 4-bit/5-bit/6-bit codes are unsigned already; per-sub-block scales are applied in
+//    int32 with vpdpwssd (each vpdpbusd lane sums 4 products, |lane| <= 4*63*128 < 2^15, so it
+//    is exact as an int16 operand), the mins / Q6_K's -32 offset come from the Q8_K bsums.
+// Float weights (F32 F16 BF16) are widened to f32 exactly and use f32 FMA (vdpbf16ps is not used:
+// it would round the activations to bf16).
+// Tiles: 32-blocks and floats 4 rows x up to 4 tokens (16 zmm accumulators); K-quants 1 row x up
+// to 4 tokens with the int32 super-block sums in registers. Q5_K, Q4_1, Q5_x are vectorised too.
+#include <immintrin.h>
+
+// GCC 12's intrinsic headers trip -Wuninitialized on their own _mm512_undefined_* placeholders.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernel_set.h"
+#include "kernels/tiles.h"
+
+namespace minicpmv {
+namespace kernels {
+namespace {
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline float half(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+
+// ---------------------------------------------------------------- activation quantizers
+
+// round half away from zero (std::round), exact for |v| < 2^23
+inline __m512 round_away(__m512 v) {
+  const __m512 a = _mm512_abs_ps(v);
+  __m512 f = _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(a, f), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  f = _mm512_mask_add_ps(f, up, f, _mm512_set1_ps(1.f));
+  const __m512 sign = _mm512_and_ps(v, _mm512_castsi512_ps(_mm512_set1_epi32(int(0x80000000u))));
+  return _mm512_or_ps(f, sign);
+}
+
+void quantize_a8(const float* x, uint8_t* dst, int64_t cols) {
+  const int64_t nb = cols / 32;
+  int8_t* qs = reinterpret_cast<int8_t*>(dst);
+  float* dd = reinterpret_cast<float*>(dst + cols);
+  float* ss = dd + nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    const __m512 vid = _mm512_set1_ps(id);
+    const __m512i q0 = _mm512_cvttps_epi32(round_away(_mm512_mul_ps(v0, vid)));
+    const __m512i q1 = _mm512_cvttps_epi32(round_away(_mm512_mul_ps(v1, vid)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b), _mm512_cvtepi32_epi8(q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+    const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    dd[b] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+    ss[b] = dd[b] * static_cast<float>(sum);
+  }
+}
+
+void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
+  const int64_t nb = cols / 256;
+  int8_t* qs = reinterpret_cast<int8_t*>(dst);
+  float* dd = reinterpret_cast<float*>(dst + cols);
+  int16_t* bsums = reinterpret_cast<int16_t*>(dst + cols + 4 * nb);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + 256 * b;
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < 256; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + j)));
+    const float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0.f) {
+      dd[b] = 0.f;
+      std::memset(qs + 256 * b, 0, 256);
+      std::memset(bsums + 16 * b, 0, 32);
+      continue;
+    }
+    int k = 0;  // the first element of largest magnitude keeps its sign (as the scalar twin)
+    while (std::fabs(xb[k]) != amax) ++k;
+    const float iscale = -128.f / xb[k];
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int g = 0; g < 16; ++g) {
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vs));  // nearest even
+      q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 256 * b + 16 * g), _mm512_cvtepi32_epi8(q));
+      bsums[16 * b + g] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    dd[b] = 1.f / iscale;
+  }
+}
+
+// ---------------------------------------------------------------- float weights
+
+struct LoadF32 {
+  static __m512 load(const uint8_t* p, int64_t j) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + j); }
+  static __m512 load_tail(const uint8_t* p, int64_t j, __mmask16 k) {
+    return _mm512_maskz_loadu_ps(k, reinterpret_cast<const float*>(p) + j);
+  }
+};
+struct LoadF16 {
+  static __m512 load(const uint8_t* p, int64_t j) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * j)));
+  }
+  static __m512 load_tail(const uint8_t* p, int64_t j, __mmask16 k) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p + 2 * j));
+  }
+};
+struct LoadBF16 {  // bf16 -> f32 is a 16-bit shift: exact
+  static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static __m512 load(const uint8_t* p, int64_t j) {
+    return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * j)));
+  }
+  static __m512 load_tail(const uint8_t* p, int64_t j, __mmask16 k) { return widen(_mm256_maskz_loadu_epi16(k, p + 2 * j)); }
+};
+
+template <class L>
+struct FloatTile {
+  static constexpr int MR = 4;
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+    __m512 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int t = 0; t < NR; ++t) acc[r][t] = _mm512_setzero_ps();
+    const float* xf[NR];
+    for (int t = 0; t < NR; ++t) xf[t] = reinterpret_cast<const float*>(x[t]);
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16) {
+      __m512 wv[MR];
+      for (int r = 0; r < MR; ++r) wv[r] = L::load(w[r], j);
+      for (int t = 0; t < NR; ++t) {
+        const __m512 xv = _mm512_loadu_ps(xf[t] + j);
+        for (int r = 0; r < MR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+      }
+    }
+    if (j < cols) {
+      const __mmask16 k = static_cast<__mmask16>((1u << (cols - j)) - 1);
+      __m512 wv[MR];
+      for (int r = 0; r < MR; ++r) wv[r] = L::load_tail(w[r], j, k);
+      for (int t = 0; t < NR; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(k, xf[t] + j);
+        for (int r = 0; r < MR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int t = 0; t < NR; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+  }
+};
+
+// ---------------------------------------------------------------- 32-blocks x A8
+
+// [q0 | q1] (two 16-byte nibble arrays) -> 64 codes: q0 low, q0 high, q1 low, q1 high
+inline __m512i unpack_nibbles2(const uint8_t* q0, const uint8_t* q1) {
+  const __m256i q01 = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q1)),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(q0)));
+  const __m512i v = _mm512_permutexvar_epi64(_mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0), _mm512_castsi256_si512(q01));
+  const __m512i hv = _mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4));
+  return _mm512_and_si512(hv, _mm512_set1_epi8(0x0F));
+}
+
+inline __m512i add_q5_high_bits(__m512i v, const uint8_t* qh0, const uint8_t* qh1) {
+  uint32_t h0, h1;
+  std::memcpy(&h0, qh0, 4);
+  std::memcpy(&h1, qh1, 4);
+  const __mmask64 k = static_cast<uint64_t>(h0) | (static_cast<uint64_t>(h1) << 32);
+  return _mm512_or_si512(v, _mm512_maskz_mov_epi8(k, _mm512_set1_epi8(16)));
+}
+
+struct Q4_0B {
+  static constexpr int BS = 18;
+  static constexpr float kOffset = 8.f;
+  static constexpr bool kHasMin = false;
+  static __m512i unpack(const uint8_t* b0, const uint8_t* b1) { return unpack_nibbles2(b0 + 2, b1 + 2); }
+};
+struct Q4_1B {
+  static constexpr int BS = 20;
+  static constexpr float kOffset = 0.f;
+  static constexpr bool kHasMin = true;
+  static __m512i unpack(const uint8_t* b0, const uint8_t* b1) { return unpack_nibbles2(b0 + 4, b1 + 4); }
+};
+struct Q5_0B {
+  static constexpr int BS = 22;
+  static constexpr float kOffset = 16.f;
+  static constexpr bool kHasMin = false;
+  static __m512i unpack(const uint8_t* b0, const uint8_t* b1) {
+    return add_q5_high_bits(unpack_nibbles2(b0 + 6, b1 + 6), b0 + 2, b1 + 2);
+  }
+};
+struct Q5_1B {
+  static constexpr int BS = 24;
+  static constexpr float kOffset = 0.f;
+  static constexpr bool kHasMin = true;
+  static __m512i unpack(const uint8_t* b0, const uint8_t* b1) {
+    return add_q5_high_bits(unpack_nibbles2(b0 + 8, b1 + 8), b0 + 4, b1 + 4);
+  }
+};
+struct Q8_0B {
+  static constexpr int BS = 34;
+  static constexpr float kOffset = 128.f;
+  static constexpr bool kHasMin = false;
+  static __m512i unpack(const uint8_t* b0, const uint8_t* b1) {
+    const __m512i v = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));
+  }
+};
+
+// two consecutive floats p[0], p[1] -> 8 x p[0] | 8 x p[1]
+inline __m512 expand2(const float* p) {
+  const __m128 v = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                               _mm512_castps128_ps512(v));
+}
+
+template <class B>
+struct Block32Tile {
+  static constexpr int MR = 4;
+  static constexpr int KC = 128;  // blocks per K chunk: the chunk's scales sit in stack arrays
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+    const int64_t nb = cols / 32;
+    __m512 acc[MR][NR];
+    float corr[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int t = 0; t < NR; ++t) acc[r][t] = _mm512_setzero_ps(), corr[r][t] = 0.f;
+    A8Row xa[NR];
+    for (int t = 0; t < NR; ++t) xa[t] = A8Row(x[t], cols);
+    alignas(64) float dw[MR][KC + 16];
+    alignas(64) float cw[MR][KC + 16];
+    alignas(32) uint16_t hd[KC + 16], hm[KC + 16];
+    const __m512i zero = _mm512_setzero_si512();
+    for (int64_t kb = 0; kb < nb; kb += KC) {
+      const int nbc = static_cast<int>(nb - kb < KC ? nb - kb : KC);
+      const int nbp = (nbc + 15) & ~15;
+      // Scales of this chunk, f16 -> f32 sixteen at a time.
+      for (int r = 0; r < MR; ++r) {
+        const uint8_t* p = w[r] + kb * B::BS;
+        for (int b = 0; b < nbc; ++b) {
+          hd[b] = load_u16(p + b * B::BS);
+          if (B::kHasMin) hm[b] = load_u16(p + b * B::BS + 2);
+        }
+        for (int b = nbc; b < nbp; ++b) hd[b] = hm[b] = 0;
+        for (int b = 0; b < nbp; b += 16) {
+          const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hd + b)));
+          _mm512_store_ps(dw[r] + b, d);
+          if (B::kHasMin)
+            _mm512_store_ps(cw[r] + b, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hm + b))));
+          else
+            _mm512_store_ps(cw[r] + b, _mm512_mul_ps(d, _mm512_set1_ps(-B::kOffset)));
+        }
+      }
+      for (int b = 0; b < nbc; b += 2) {
+        const bool pair = b + 1 < nbc;
+        __m512i wv[MR];
+        __m512 ws[MR];
+        for (int r = 0; r < MR; ++r) {
+          const uint8_t* p = w[r] + (kb + b) * B::BS;
+          wv[r] = pair ? B::unpack(p, p + B::BS) : _mm512_maskz_mov_epi8(0xFFFFFFFFull, B::unpack(p, p));
+          ws[r] = expand2(dw[r] + b);
+        }
+        for (int t = 0; t < NR; ++t) {
+          const int8_t* xq = xa[t].qs + (kb + b) * 32;
+          const __m512i xv = pair ? _mm512_loadu_si512(xq) : _mm512_maskz_loadu_epi8(0xFFFFFFFFull, xq);
+          const __m512 xs = expand2(xa[t].d + kb + b);
+          for (int r = 0; r < MR; ++r) {
+            const __m512i dot = _mm512_dpbusd_epi32(zero, wv[r], xv);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws[r], xs), acc[r][t]);
+          }
+        }
+      }
+      // Offsets / mins: sum_b c[b] * s[b] per (row, token).
+      for (int r = 0; r < MR; ++r)
+        for (int t = 0; t < NR; ++t) {
+          __m512 c = _mm512_setzero_ps();
+          for (int b = 0; b < nbc; b += 16) {
+            const int m = nbc - b < 16 ? nbc - b : 16;
+            const __m512 s = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << m) - 1), xa[t].s + kb + b);
+            c = _mm512_fmadd_ps(_mm512_load_ps(cw[r] + b), s, c);
+          }
+          corr[r][t] += _mm512_reduce_add_ps(c);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int t = 0; t < NR; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]) + corr[r][t];
+  }
+};
+
+// ---------------------------------------------------------------- K-quants x A8K
+
+// The 12 packed bytes of Q4_K / Q5_K scales -> sc[0..7] (low 8 bytes) and m[0..7] (high 8 bytes).
+inline __m128i unpack_k4_scales(const uint8_t* s) {
+  uint32_t u[3];
+  std::memcpy(u, s, 12);
+  const uint32_t sc_lo = u[0] & 0x3f3f3f3f;
+  const uint32_t m_lo = u[1] & 0x3f3f3f3f;
+  const uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] & 0xc0c0c0c0) >> 2);
+  const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] & 0xc0c0c0c0) >> 2);
+  return _mm_setr_epi32(int(sc_lo), int(sc_hi), int(m_lo), int(m_hi));
+}
+
+// byte shuffles selecting sub-block scales for the 16 int32 lanes of one 64-element chunk
+inline __m128i k4_scale_idx(int c) {  // lanes 0-7: sub-block 2c, lanes 8-15: 2c+1
+  const char a = char(2 * c), b = char(2 * c + 1);
+  return _mm_setr_epi8(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+}
+inline __m128i q6_scale_idx(int c) {  // 4 lanes per 16-element sub-block 4c..4c+3
+  const char a = char(4 * c), b = char(4 * c + 1), e = char(4 * c + 2), f = char(4 * c + 3);
+  return _mm_setr_epi8(a, a, a, a, b, b, b, b, e, e, e, e, f, f, f, f);
+}
+
+template <bool kFive>
+struct Q45KTile {
+  static constexpr int MR = 1;
+  static constexpr int BS = kFive ? 176 : 144;
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+    const int64_t nsb = cols / 256;
+    __m512 acc[NR];
+    A8KRow xa[NR];
+    for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols);
+    for (int t = 0; t < NR; ++t) acc[t] = _mm512_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    const __m128i dup_idx = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* blk = w[0] + sb * BS;
+      const float d = half(blk), dmin = half(blk + 2);
+      const __m128i scm = unpack_k4_scales(blk + 4);
+      const __m256i m16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, dup_idx));  // m[j] for each bsum of 16
+      const uint8_t* qh = blk + 16;
+      const uint8_t* ql = blk + (kFive ? 48 : 16);
+      __m256i qhv;
+      if (kFive) qhv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+      __m512i isum[NR];
+      for (int t = 0; t < NR; ++t) isum[t] = zero;
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * c));
+        __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, lo4)),
+                                        _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4), 1);
+        if (kFive) {
+          const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qhv), qhv, 1);
+          const __m512i sel = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(char(1 << (2 * c)))),
+                                                 _mm256_set1_epi8(char(2 << (2 * c))), 1);
+          wv = _mm512_mask_add_epi8(wv, _mm512_test_epi8_mask(hz, sel), wv, _mm512_set1_epi8(16));
+        }
+        const __m512i s = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(scm, k4_scale_idx(c)));
+        for (int t = 0; t < NR; ++t) {
+          const __m512i xv = _mm512_loadu_si512(xa[t].qs + sb * 256 + 64 * c);
+          isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_dpbusd_epi32(zero, wv, xv), s);
+        }
+      }
+      for (int t = 0; t < NR; ++t) {
+        const float dx = xa[t].d[sb];
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa[t].bsums + 16 * sb));
+        const __m256 msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(m16, bs));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(msum), _mm512_set1_ps(dmin * dx), acc[t]);
+      }
+    }
+    for (int t = 0; t < NR; ++t) out[0][t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+struct Q6KTile {
+  static constexpr int MR = 1;
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+    const int64_t nsb = cols / 256;
+    __m512 acc[NR];
+    A8KRow xa[NR];
+    for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols);
+    for (int t = 0; t < NR; ++t) acc[t] = _mm512_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), hmask = _mm512_set1_epi8(0x30);
+    // qh bits 0-1 / 2-3 of byte l go to codes l / l+32 of the first chunk of a half, bits 4-5 /
+    // 6-7 to the second chunk: shift the two copies of qh by different amounts into bits 4-5.
+    const __m512i shl0 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr1 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* blk = w[0] + sb * 210;
+      const float d = half(blk + 208);
+      const __m128i scv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
+      __m512i isum[NR];
+      for (int t = 0; t < NR; ++t) isum[t] = zero;
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        for (int p = 0; p < 2; ++p) {
+          const int c = 2 * h + p;
+          const __m512i lo = p == 0 ? _mm512_and_si512(ql, lo4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), lo4);
+          const __m512i hi = p == 0 ? _mm512_sllv_epi16(hz, shl0) : _mm512_srlv_epi16(hz, shr1);
+          const __m512i wv = _mm512_or_si512(lo, _mm512_and_si512(hi, hmask));
+          const __m512i s = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(scv, q6_scale_idx(c))), lo16);
+          for (int t = 0; t < NR; ++t) {
+            const __m512i xv = _mm512_loadu_si512(xa[t].qs + sb * 256 + 64 * c);
+            isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_dpbusd_epi32(zero, wv, xv), s);
+          }
+        }
+      }
+      const __m256i sc16 = _mm256_cvtepi8_epi16(scv);
+      for (int t = 0; t < NR; ++t) {
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa[t].bsums + 16 * sb));
+        const __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);  // 32 * sum sc_i bsum_i
+        const __m512i tot = _mm512_sub_epi32(isum[t], _mm512_zextsi256_si512(off));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(d * xa[t].d[sb]), acc[t]);
+      }
+    }
+    for (int t = 0; t < NR; ++t) out[0][t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+}  // namespace
+
+void fill_avx512(KernelSet& ks) {
+  fill_avx2(ks);
+  ks.name = "avx512";
+  ks.quantize_a8 = quantize_a8;
+  ks.quantize_a8k = quantize_a8k;
+  auto set = [&](DType t, GemmFn f) { ks.gemm[static_cast<int>(t)] = f; };
+  set(DType::F32, gemm_tiled<FloatTile<LoadF32>>);
+  set(DType::F16, gemm_tiled<FloatTile<LoadF16>>);
+  set(DType::BF16, gemm_tiled<FloatTile<LoadBF16>>);
+  set(DType::Q4_0, gemm_tiled<Block32Tile<Q4_0B>>);
+  set(DType::Q4_1, gemm_tiled<Block32Tile<Q4_1B>>);
+  set(DType::Q5_0, gemm_tiled<Block32Tile<Q5_0B>>);
+  set(DType::Q5_1, gemm_tiled<Block32Tile<Q5_1B>>);
+  set(DType::Q8_0, gemm_tiled<Block32Tile<Q8_0B>>);
+  set(DType::Q4_K, gemm_tiled<Q45KTile<false>>);
+  set(DType::Q5_K, gemm_tiled<Q45KTile<true>>);
+  set(DType::Q6_K, gemm_tiled<Q6KTile>);
+}
+
+}  // namespace kernels
+}  // namespace minicpmv

@@ -1,0 +1,29 @@
+// Full (bidirectional, unmasked) multi-head attention over f32 Q/K/V, as used by the SigLIP
+// encoder blocks and the resampler's cross attention. (The LLM's causal, KV-cached attention lives
+// with qwen2.) Heads are column slices of the rows: head h of row i is row_i[h*head_dim, +head_dim).
+//
+//   out_h = softmax(Q_h K_h^T * scale) V_h        for every head h
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace minicpmv {
+class ThreadPool;
+
+namespace model {
+
+struct AttentionShape {
+  int64_t n_q = 0, n_kv = 0;          // query rows, key/value rows
+  int64_t n_heads = 0, head_dim = 0;
+  int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;  // floats between rows
+  float scale = 1.0f;
+};
+
+// Both products run in kernels::matmul (f32), parallel over the pool. `scratch` holds the packed
+// head and a score block of at most ~4 MiB; it grows on the first call for a larger n_kv and is
+// reused afterwards.
+void attention_full(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                    ThreadPool& pool, std::vector<float>& scratch);
+
+}  // namespace model
+}  // namespace minicpmv

@@ -1,0 +1,181 @@
+#include "model/mmproj.h"
+
+#include <cmath>
+
+#include "minicpmv/error.h"
+#include "quant/quant.h"
+
+namespace minicpmv::model {
+namespace {
+
+using gguf::File;
+using gguf::TensorInfo;
+
+[[noreturn]] void fail(const File& f, const std::string& what) {
+  throw FormatError(f.path() + ": " + what);
+}
+
+// A vector of n values in any dtype, as f32.
+std::vector<float> load_vector(const File& f, const std::string& name, int64_t n) {
+  const TensorInfo& t = f.tensor(name, {n});
+  std::vector<float> out(static_cast<size_t>(n));
+  dequantize_row(t.type, t.data, out.data(), n);
+  return out;
+}
+
+// A [rows x cols] matrix (PyTorch out x in; GGUF ne = [cols, rows]) viewed in place.
+kernels::Weight load_matrix(const File& f, const std::string& name, int64_t rows, int64_t cols) {
+  const TensorInfo& t = f.tensor(name, {cols, rows});
+  return kernels::Weight::view(t.type, rows, cols, t.data);
+}
+
+std::string blk(int64_t i, const char* rest) { return "v.blk." + std::to_string(i) + "." + rest; }
+
+void load_float3(const File& f, const std::string& key, std::array<float, 3>& out) {
+  if (!f.has(key)) return;
+  const std::vector<double> v = f.get_float_array(key);
+  if (v.size() != 3) fail(f, "key '" + key + "' has " + std::to_string(v.size()) + " values, expected 3");
+  for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(v[i]);
+}
+
+}  // namespace
+
+std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
+  auto m = std::shared_ptr<Mmproj>(new Mmproj());
+  m->file_ = File::open(path);
+  const File& f = *m->file_;
+
+  const std::string arch = f.get_string("general.architecture");
+  if (arch != "clip") fail(f, "general.architecture is '" + arch + "', expected 'clip' (an mmproj file)");
+  if (!f.get_bool("clip.has_vision_encoder", true)) fail(f, "clip.has_vision_encoder is false");
+  const std::string proj_type = f.get_string("clip.projector_type", "resampler");
+  if (proj_type != "resampler")
+    fail(f, "clip.projector_type is '" + proj_type + "', expected 'resampler' (MiniCPM-V)");
+  m->minicpmv_version_ = f.get_int("clip.minicpmv_version", 0);
+
+  // ---- vision tower config (spec 2.2) ----
+  VisionConfig& vc = m->vision;
+  vc.hidden = f.get_int("clip.vision.embedding_length");
+  vc.intermediate = f.get_int("clip.vision.feed_forward_length");
+  vc.n_layers = f.get_int("clip.vision.block_count");
+  vc.n_heads = f.get_int("clip.vision.attention.head_count");
+  vc.patch_size = f.get_int("clip.vision.patch_size", 14);
+  vc.image_size = f.get_int("clip.vision.image_size", 448);
+  vc.eps = static_cast<float>(f.get_float("clip.vision.attention.layer_norm_epsilon", 1e-6));
+  load_float3(f, "clip.vision.image_mean", vc.image_mean);
+  load_float3(f, "clip.vision.image_std", vc.image_std);
+  if (vc.hidden <= 0 || vc.intermediate <= 0 || vc.n_layers <= 0 || vc.n_heads <= 0 || vc.patch_size <= 0)
+    fail(f, "vision sizes must be positive (embedding_length, feed_forward_length, block_count, "
+            "head_count, patch_size)");
+  if (vc.hidden % vc.n_heads != 0)
+    fail(f, "clip.vision.embedding_length " + std::to_string(vc.hidden) +
+                " is not a multiple of head_count " + std::to_string(vc.n_heads));
+  vc.head_dim = vc.hidden / vc.n_heads;
+  for (int i = 0; i < 3; ++i)
+    if (!(vc.image_std[i] != 0.0f)) fail(f, "clip.vision.image_std has a zero entry");
+
+  // ---- vision tower tensors (spec 9.3) ----
+  VisionWeights& v = m->v;
+  const int64_t H = vc.hidden, I = vc.intermediate, P = vc.patch_size;
+  {
+    const TensorInfo& t = f.tensor("v.patch_embd.weight", {P, P, 3, H});
+    v.patch_embd = kernels::Weight::view(t.type, H, 3 * P * P, t.data);
+  }
+  v.patch_embd_b = load_vector(f, "v.patch_embd.bias", H);
+  {
+    const TensorInfo& t = f.tensor("v.position_embd.weight");
+    const int64_t rows = t.rows();
+    const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(rows))));
+    if (t.n_dims != 2 || t.ne[0] != H || side * side != rows || side == 0)
+      fail(f, "tensor 'v.position_embd.weight' has shape " + t.shape_str() + ", expected [" +
+                  std::to_string(H) + ", side*side] (a square table of positions)");
+    vc.patches_per_side = side;
+    v.position_embd = &t;
+  }
+  v.layers.resize(static_cast<size_t>(vc.n_layers));
+  for (int64_t i = 0; i < vc.n_layers; ++i) {
+    VisionLayerWeights& L = v.layers[static_cast<size_t>(i)];
+    L.ln1_w = load_vector(f, blk(i, "ln1.weight"), H);
+    L.ln1_b = load_vector(f, blk(i, "ln1.bias"), H);
+    L.ln2_w = load_vector(f, blk(i, "ln2.weight"), H);
+    L.ln2_b = load_vector(f, blk(i, "ln2.bias"), H);
+    L.attn_q = load_matrix(f, blk(i, "attn_q.weight"), H, H);
+    L.attn_k = load_matrix(f, blk(i, "attn_k.weight"), H, H);
+    L.attn_v = load_matrix(f, blk(i, "attn_v.weight"), H, H);
+    L.attn_out = load_matrix(f, blk(i, "attn_out.weight"), H, H);
+    L.attn_q_b = load_vector(f, blk(i, "attn_q.bias"), H);
+    L.attn_k_b = load_vector(f, blk(i, "attn_k.bias"), H);
+    L.attn_v_b = load_vector(f, blk(i, "attn_v.bias"), H);
+    L.attn_out_b = load_vector(f, blk(i, "attn_out.bias"), H);
+
+    // The published files name fc1 (hidden -> intermediate) "ffn_down": decide by shape, as
+    // llama.cpp does. When hidden == intermediate the shapes cannot tell; the converter's
+    // (swapped) convention wins then.
+    const TensorInfo& down = f.tensor(blk(i, "ffn_down.weight"));
+    const TensorInfo& up = f.tensor(blk(i, "ffn_up.weight"));
+    auto is = [](const TensorInfo& t, int64_t in, int64_t out) {
+      return t.n_dims == 2 && t.ne[0] == in && t.ne[1] == out;
+    };
+    bool swapped;
+    if (is(down, H, I) && is(up, I, H)) {
+      swapped = true;
+    } else if (is(up, H, I) && is(down, I, H)) {
+      swapped = false;
+    } else {
+      fail(f, "tensors '" + blk(i, "ffn_up.weight") + "' " + up.shape_str() + " and '" +
+                  blk(i, "ffn_down.weight") + "' " + down.shape_str() + " are not [" +
+                  std::to_string(H) + ", " + std::to_string(I) + "] and [" + std::to_string(I) +
+                  ", " + std::to_string(H) + "] in either order");
+    }
+    if (i == 0) m->ffn_swapped_ = swapped;
+    const std::string fc1 = swapped ? "ffn_down" : "ffn_up";
+    const std::string fc2 = swapped ? "ffn_up" : "ffn_down";
+    L.ffn_fc1 = load_matrix(f, blk(i, (fc1 + ".weight").c_str()), I, H);
+    L.ffn_fc2 = load_matrix(f, blk(i, (fc2 + ".weight").c_str()), H, I);
+    L.ffn_fc1_b = load_vector(f, blk(i, (fc1 + ".bias").c_str()), I);
+    L.ffn_fc2_b = load_vector(f, blk(i, (fc2 + ".bias").c_str()), H);
+  }
+  v.post_ln_w = load_vector(f, "v.post_ln.weight", H);
+  v.post_ln_b = load_vector(f, "v.post_ln.bias", H);
+
+  // ---- resampler (spec 2.3, 4) ----
+  ResamplerConfig& rc = m->resampler;
+  ResamplerWeights& r = m->r;
+  {
+    const TensorInfo& t = f.tensor("resampler.query");
+    if (t.n_dims != 2 || t.ne[0] <= 0 || t.ne[1] <= 0)
+      fail(f, "tensor 'resampler.query' has shape " + t.shape_str() + ", expected [embed_dim, query_num]");
+    rc.embed_dim = t.ne[0];
+    rc.query_num = t.ne[1];
+    const int64_t q_key = f.get_int("clip.minicpmv_query_num", rc.query_num);
+    if (q_key != rc.query_num)
+      fail(f, "clip.minicpmv_query_num is " + std::to_string(q_key) + " but tensor 'resampler.query' has " +
+                  std::to_string(rc.query_num) + " rows");
+    if (rc.embed_dim % rc.head_dim != 0)
+      fail(f, "resampler embed_dim " + std::to_string(rc.embed_dim) + " is not a multiple of 128");
+    rc.n_heads = rc.embed_dim / rc.head_dim;
+    rc.kv_dim = H;
+    r.query.resize(static_cast<size_t>(rc.embed_dim * rc.query_num));
+    dequantize_row(t.type, t.data, r.query.data(), rc.embed_dim * rc.query_num);
+  }
+  const int64_t D = rc.embed_dim;
+  r.kv = load_matrix(f, "resampler.kv.weight", D, H);
+  r.ln_q_w = load_vector(f, "resampler.ln_q.weight", D);
+  r.ln_q_b = load_vector(f, "resampler.ln_q.bias", D);
+  r.ln_kv_w = load_vector(f, "resampler.ln_kv.weight", D);
+  r.ln_kv_b = load_vector(f, "resampler.ln_kv.bias", D);
+  r.ln_post_w = load_vector(f, "resampler.ln_post.weight", D);
+  r.ln_post_b = load_vector(f, "resampler.ln_post.bias", D);
+  r.attn_q = load_matrix(f, "resampler.attn.q.weight", D, D);
+  r.attn_k = load_matrix(f, "resampler.attn.k.weight", D, D);
+  r.attn_v = load_matrix(f, "resampler.attn.v.weight", D, D);
+  r.attn_out = load_matrix(f, "resampler.attn.out.weight", D, D);
+  r.attn_q_b = load_vector(f, "resampler.attn.q.bias", D);
+  r.attn_k_b = load_vector(f, "resampler.attn.k.bias", D);
+  r.attn_v_b = load_vector(f, "resampler.attn.v.bias", D);
+  r.attn_out_b = load_vector(f, "resampler.attn.out.bias", D);
+  r.proj = load_matrix(f, "resampler.proj.weight", D, D);
+  return m;
+}
+
+}  // namespace minicpmv::model

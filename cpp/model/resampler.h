@@ -1,0 +1,43 @@
+// Perceiver resampler of MiniCPM-V 2.6 (spec section 4): one cross attention from the learned
+// queries to the slice's vision tokens, keys carrying a 2-D sin-cos position embedding; no
+// residuals. [h*w, kv_dim] -> [query_num, embed_dim] per slice.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/mmproj.h"
+
+namespace minicpmv {
+class ThreadPool;
+
+namespace model {
+
+// 2-D sin-cos key position embedding for an h x w grid, [h*w, embed_dim], token i = r*w + c:
+//   [ sin(c*omega), cos(c*omega), sin(r*omega), cos(r*omega) ],  omega_k = 1/10000^(k/(D/4))
+// (column first: the MAE "w goes first" meshgrid). Any h, w (HF rebuilds its 70x70 cache with
+// the same formula for larger grids). Float32 steps as HF's numpy code; sin/cos rounded from double.
+void resampler_pos_embed(int64_t h, int64_t w, int64_t embed_dim, float* pe);
+
+class Resampler {
+ public:
+  explicit Resampler(std::shared_ptr<const Mmproj> mmproj);
+
+  // x: [h*w, kv_dim] (the tower's post-LN output); out: [query_num, embed_dim].
+  void forward(const float* x, int64_t h, int64_t w, float* out, ThreadPool& pool);
+
+ private:
+  void reserve(int64_t n);
+  void prepare_queries(ThreadPool& pool);
+
+  std::shared_ptr<const Mmproj> m_;
+  std::vector<float> q_proj_;  // LN_q(query) Wq^T + bq: depends on weights only, computed once
+  int64_t capacity_ = 0;
+  std::vector<float> kv_, kpe_, k_, v_;        // [n, D]
+  std::vector<float> table_w_, table_h_;       // [w, D/2], [h, D/2] sin|cos halves
+  std::vector<float> attn_, o_;                // [query_num, D]
+  std::vector<float> attn_scratch_;
+};
+
+}  // namespace model
+}  // namespace minicpmv

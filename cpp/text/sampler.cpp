@@ -1,0 +1,151 @@
+#include "text/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "minicpmv/error.h"
+
+namespace minicpmv::text {
+
+Sampler::Sampler(int32_t n_vocab, const SamplerParams& p)
+    : n_vocab_(n_vocab), params_(p), rng_(p.seed) {
+  if (n_vocab <= 0) throw InvalidArgument("sampler: n_vocab must be positive, got " + std::to_string(n_vocab));
+  if (!(p.repetition_penalty > 0))
+    throw InvalidArgument("sampler: repetition_penalty must be > 0, got " + std::to_string(p.repetition_penalty));
+  if (p.top_k < 0) throw InvalidArgument("sampler: top_k must be >= 0, got " + std::to_string(p.top_k));
+  if (!(p.top_p > 0)) throw InvalidArgument("sampler: top_p must be > 0, got " + std::to_string(p.top_p));
+  if (!(p.min_p >= 0 && p.min_p <= 1))
+    throw InvalidArgument("sampler: min_p must be in [0, 1], got " + std::to_string(p.min_p));
+  if (std::isnan(p.temperature)) throw InvalidArgument("sampler: temperature is NaN");
+  x_.resize(n_vocab);
+  cand_.resize(n_vocab);
+  prob_.resize(n_vocab);
+  seen_.assign(n_vocab, 0);
+}
+
+size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_prev) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  std::copy(logits, logits + n_vocab_, x_.begin());
+
+  // Repetition penalty (HF RepetitionPenaltyLogitsProcessor: gather, scale, scatter; a token
+  // that occurs several times is scaled once).
+  if (params_.repetition_penalty != 1.0f && n_prev > 0) {
+    if (++stamp_ == 0) {
+      std::fill(seen_.begin(), seen_.end(), 0);
+      stamp_ = 1;
+    }
+    const float pen = params_.repetition_penalty;
+    for (size_t i = 0; i < n_prev; ++i) {
+      int32_t t = prev[i];
+      if (t < 0 || t >= n_vocab_)
+        throw InvalidArgument("sampler: previous token " + std::to_string(t) +
+                              " is outside the vocabulary of " + std::to_string(n_vocab_));
+      if (seen_[t] == stamp_) continue;
+      seen_[t] = stamp_;
+      x_[t] = x_[t] < 0 ? x_[t] * pen : x_[t] / pen;
+    }
+  }
+
+  if (params_.temperature <= 0) {  // greedy: first maximum, as torch.argmax
+    int32_t best = 0;
+    for (int32_t i = 1; i < n_vocab_; ++i)
+      if (x_[i] > x_[best]) best = i;
+    if (std::isnan(x_[best])) throw InvalidArgument("sampler: logits contain NaN");
+    cand_[0] = best;
+    prob_[0] = 1.0;
+    return 1;
+  }
+
+  // Temperature, and the candidate list of finite logits.
+  const float temp = params_.temperature;
+  size_t n = 0;
+  for (int32_t i = 0; i < n_vocab_; ++i) {
+    float v = x_[i];
+    if (std::isnan(v)) throw InvalidArgument("sampler: logits contain NaN (token " + std::to_string(i) + ")");
+    if (temp != 1.0f) v /= temp;
+    x_[i] = v;
+    if (v != ninf) cand_[n++] = i;
+  }
+  if (n == 0) throw InvalidArgument("sampler: every logit is -inf");
+  const float* x = x_.data();
+  auto better = [x](int32_t a, int32_t b) { return x[a] != x[b] ? x[a] > x[b] : a < b; };
+
+  // Top-k: keep every token whose logit is >= the k-th largest (ties at the boundary stay).
+  if (params_.top_k > 0 && size_t(params_.top_k) < n) {
+    size_t k = size_t(params_.top_k);
+    std::nth_element(cand_.begin(), cand_.begin() + (k - 1), cand_.begin() + n, better);
+    float kth = x[cand_[k - 1]];
+    n = size_t(std::partition(cand_.begin(), cand_.begin() + n, [x, kth](int32_t i) { return x[i] >= kth; }) -
+               cand_.begin());
+  }
+
+  float m = x[cand_[0]];
+  for (size_t i = 1; i < n; ++i) m = std::max(m, x[cand_[i]]);
+
+  // Top-p: HF sorts ascending, takes the cumulative softmax and drops tokens whose cumulative
+  // probability is <= 1 - top_p (the most likely token always stays). A token whose own
+  // probability is below (1 - top_p) / n is certainly dropped (its ascending cumulative sum is at
+  // most n times its probability), so those are removed before sorting; their mass still counts.
+  double removed_mass = 0;
+  double sum = 0;
+  const bool use_top_p = params_.top_p < 1.0f;
+  if (use_top_p) {
+    for (size_t i = 0; i < n; ++i) sum += std::exp(double(x[cand_[i]]) - m);
+    const double cutoff = (1.0 - double(params_.top_p)) / double(n) * sum * (1 - 1e-9);
+    size_t w = 0;
+    for (size_t i = 0; i < n; ++i) {
+      double e = std::exp(double(x[cand_[i]]) - m);
+      if (e < cutoff && x[cand_[i]] != m) removed_mass += e;
+      else cand_[w++] = cand_[i];
+    }
+    n = w;
+  }
+  std::sort(cand_.begin(), cand_.begin() + n, better);
+  for (size_t i = 0; i < n; ++i) prob_[i] = std::exp(double(x[cand_[i]]) - m);
+
+  if (use_top_p) {
+    const double limit = 1.0 - double(params_.top_p);
+    double cum = removed_mass / sum;
+    size_t keep = n;
+    for (size_t i = n; i-- > 1;) {  // i = 0 is always kept
+      cum += prob_[i] / sum;
+      if (cum <= limit) keep = i; else break;
+    }
+    n = keep;
+  }
+
+  // Min-p: drop tokens whose probability is below min_p times the top one's (top one stays).
+  if (params_.min_p > 0) {
+    const double thr = double(params_.min_p) * prob_[0];  // prob_ is relative to the max
+    size_t keep = 1;
+    while (keep < n && !(prob_[keep] < thr)) ++keep;
+    n = keep;
+  }
+
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) total += prob_[i];
+  for (size_t i = 0; i < n; ++i) prob_[i] /= total;
+  return n;
+}
+
+int32_t Sampler::sample(const float* logits, const int32_t* prev, size_t n_prev) {
+  size_t n = distribution(logits, prev, n_prev);
+  if (n == 1) return cand_[0];
+  double u = double(rng_() >> 11) * 0x1.0p-53;  // uniform in [0, 1), same on every platform
+  double cum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += prob_[i];
+    if (u < cum) return cand_[i];
+  }
+  return cand_[n - 1];
+}
+
+void Sampler::probs(const float* logits, const int32_t* prev, size_t n_prev, float* out) {
+  size_t n = distribution(logits, prev, n_prev);
+  std::fill(out, out + n_vocab_, 0.0f);
+  for (size_t i = 0; i < n; ++i) out[cand_[i]] = float(prob_[i]);
+}
+
+}  // namespace minicpmv::text

@@ -1,0 +1,238 @@
+// Every kernel path this CPU can run (x86: ref/avx2/avx512; aarch64 under qemu: neon/dotprod/
+// i8mm) against the scalar reference kernels on random blocks, for every weight type, with odd
+// row counts (tile tails), 1..several blocks of columns and token counts 1, 2, 3, 5, 7, 17, 67.
+//
+// Tolerance: the int8 activations are produced by each path's quantizer, which must be
+// bit-identical to the scalar one (checked separately), so paths differ only in the order of
+// float accumulation: |y - y_ref| <= 2e-5 * B + 1e-30, with B = sum_j |w_j| |x_j| bounded from
+// the generated scales (|w| <= wmax, |x| <= 1): B = cols * wmax. Accumulating a few thousand
+// terms in f32 in different orders moves a result by ~1e-6 B at most; a wrong code, scale or
+// block index moves it by ~B / cols or more.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/kernel_set.h"
+#include "kernels/matmul.h"
+#include "quant/blocks.h"
+#include "quant/f16.h"
+#include "runtime/cpu.h"
+#include "runtime/threadpool.h"
+#include "testing.h"
+
+using namespace minicpmv;
+using namespace minicpmv::kernels;
+
+namespace {
+
+std::mt19937& rng() {
+  static std::mt19937 g(1234);
+  return g;
+}
+float uni(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng()); }
+uint8_t byte() { return static_cast<uint8_t>(rng()() & 0xFF); }
+uint16_t h(float v) { return fp32_to_fp16(v); }
+
+// Random weights of `type`: random codes, scales in [-0.5, 0.5] (mins in [0, 0.5]); returns the
+// byte rows and sets wmax to a bound on |w|.
+std::vector<uint8_t> random_weights(DType type, int64_t rows, int64_t cols, float* wmax) {
+  const size_t rb = row_size(type, cols);
+  std::vector<uint8_t> w(rb * rows);
+  for (auto& b : w) b = byte();
+  const int64_t nblk = static_cast<int64_t>(w.size() / type_traits(type).type_size);
+  const size_t ts = type_traits(type).type_size;
+  auto put = [&](int64_t i, size_t off, uint16_t v) { std::memcpy(w.data() + i * ts + off, &v, 2); };
+  switch (type) {
+    case DType::F32: {
+      float* f = reinterpret_cast<float*>(w.data());
+      for (int64_t i = 0; i < rows * cols; ++i) f[i] = uni(-1, 1);
+      *wmax = 1;
+      break;
+    }
+    case DType::F16: case DType::BF16: {
+      uint16_t* f = reinterpret_cast<uint16_t*>(w.data());
+      for (int64_t i = 0; i < rows * cols; ++i) f[i] = type == DType::F16 ? h(uni(-1, 1)) : fp32_to_bf16(uni(-1, 1));
+      *wmax = 1.01f;
+      break;
+    }
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0:
+      for (int64_t i = 0; i < nblk; ++i) put(i, 0, h(uni(-0.5f, 0.5f)));
+      *wmax = 0.5f * (type == DType::Q8_0 ? 128 : type == DType::Q5_0 ? 16 : 8);
+      break;
+    case DType::Q4_1: case DType::Q5_1:
+      for (int64_t i = 0; i < nblk; ++i) put(i, 0, h(uni(-0.5f, 0.5f))), put(i, 2, h(uni(-0.5f, 0.5f)));
+      *wmax = 0.5f * (type == DType::Q5_1 ? 32 : 16);
+      break;
+    case DType::Q4_K: case DType::Q5_K:
+      for (int64_t i = 0; i < nblk; ++i) put(i, 0, h(uni(-0.05f, 0.05f))), put(i, 2, h(uni(0, 0.05f)));
+      *wmax = 0.05f * 63 * (type == DType::Q5_K ? 32 : 16);
+      break;
+    case DType::Q6_K:
+      for (int64_t i = 0; i < nblk; ++i) put(i, 208, h(uni(-0.01f, 0.01f)));
+      *wmax = 0.01f * 128 * 64;
+      break;
+    default:
+      break;
+  }
+  return w;
+}
+
+const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                        DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<Isa> simd_paths() {
+  std::vector<Isa> v;
+  for (Isa i : available_isas())
+    if (i != Isa::Ref) v.push_back(i);
+  return v;
+}
+
+bool check_type(DType type, Isa isa, ThreadPool& pool) {
+  const int64_t bs = type_traits(type).block_size;
+  const int64_t unit = bs == 1 ? 1 : bs;
+  // columns: 1..several blocks (plain types: odd counts to hit the SIMD tails)
+  std::vector<int64_t> col_list = bs == 1 ? std::vector<int64_t>{1, 7, 16, 33, 100, 515}
+                                          : std::vector<int64_t>{unit, 2 * unit, 3 * unit, 7 * unit};
+  if (bs == 32) col_list.push_back(163 * 32);  // > one K chunk of the block kernels
+  const int64_t ns[] = {1, 2, 3, 5, 7, 17, 67};
+  bool ok = true;
+  for (int64_t cols : col_list) {
+    const int64_t rows = cols > 1000 ? 9 : 13;
+    float wmax = 0;
+    std::vector<uint8_t> w = random_weights(type, rows, cols, &wmax);
+    Weight W = Weight::view(type, rows, cols, w.data());
+    for (int64_t n : ns) {
+      if (cols > 1000 && n > 7) continue;
+      std::vector<float> x(n * cols), y(n * rows, 7.f), yr(n * rows, -7.f);
+      for (auto& v : x) v = uni(-1, 1);
+      matmul(W, x.data(), n, yr.data(), pool, Isa::Ref);
+      matmul(W, x.data(), n, y.data(), pool, isa);
+      const double tol = 2e-5 * cols * wmax + 1e-30;
+      for (int64_t i = 0; i < n * rows; ++i) {
+        const double err = std::fabs(double(y[i]) - double(yr[i]));
+        if (!(err <= tol)) {
+          std::printf("  %s %s rows=%lld cols=%lld n=%lld: y[%lld]=%.8g ref=%.8g (tol %.3g)\n", isa_name(isa),
+                      type_name(type), (long long)rows, (long long)cols, (long long)n, (long long)i, y[i], yr[i], tol);
+          ok = false;
+          break;
+        }
+      }
+      if (!ok) return false;
+    }
+  }
+  return ok;
+}
+
+}  // namespace
+
+TEST(isa_detection) {
+  CHECK(isa_available(Isa::Ref));
+  CHECK(isa_available(best_isa()));
+  std::printf("  best=%s paths:", isa_name(best_isa()));
+  for (Isa i : available_isas()) std::printf(" %s", isa_name(i));
+  std::printf("\n");
+#if defined(__x86_64__)
+  const auto& f = cpu::features();
+  CHECK(!(f.avx512f && !f.avx2));
+  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni) CHECK(best_isa() == Isa::Avx512);
+  CHECK_THROWS(set_isa(Isa::Neon));
+#endif
+#if defined(__aarch64__)
+  CHECK(isa_available(Isa::Neon));
+  CHECK_THROWS(set_isa(Isa::Avx2));
+#endif
+  CHECK_THROWS(isa_from_name("sse9"));
+}
+
+// Each path's activation quantizers must give the scalar twin's bytes exactly (also ties).
+TEST(activation_quantizers_match_ref) {
+  const KernelSet* ref = nullptr;
+  (void)ref;
+  for (Isa isa : simd_paths()) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const int64_t cols = 256 * 5;
+      const ActKind k = kind == 0 ? ActKind::A8 : ActKind::A8K;
+      const size_t rb = act_row_bytes(k, cols);
+      for (int trial = 0; trial < 20; ++trial) {
+        std::vector<float> x(cols);
+        for (auto& v : x) v = uni(-3, 3);
+        if (trial % 3 == 1)  // exact ties x * iscale = k + 0.5 and repeated maxima of both signs
+          for (int64_t j = 0; j < cols; ++j) x[j] = 0.5f * static_cast<float>(static_cast<int>(rng()() % 255) - 127);
+        if (trial % 5 == 2) std::fill(x.begin() + 256, x.begin() + 512, 0.f);  // an all-zero block
+        std::vector<uint8_t> a(rb, 0), b(rb, 0);
+        (k == ActKind::A8 ? ref::quantize_a8 : ref::quantize_a8k)(x.data(), a.data(), cols);
+        quantize_activation_row(isa, k, x.data(), b.data(), cols);
+        const bool same = std::memcmp(a.data(), b.data(), rb) == 0;
+        CHECK_MSG(same, "%s %s trial %d", isa_name(isa), kind == 0 ? "a8" : "a8k", trial);
+        if (!same) break;
+      }
+    }
+  }
+}
+
+TEST(every_type_every_path_matches_ref) {
+  ThreadPool pool(2);
+  for (Isa isa : simd_paths())
+    for (DType t : kTypes) CHECK_MSG(check_type(t, isa, pool), "%s %s", isa_name(isa), type_name(t));
+}
+
+// The scalar reference itself against a direct float64 sum on Q8_0 (activation rounding bound:
+// |err| <= sum_b sum_j |w_j| * 0.57 d_b, d_b = max|x_b|/127; see kernel_set.h).
+TEST(ref_q8_0_against_float64) {
+  ThreadPool pool(1);
+  const int64_t rows = 5, cols = 96;
+  float wmax;
+  std::vector<uint8_t> w = random_weights(DType::Q8_0, rows, cols, &wmax);
+  std::vector<float> x(cols);
+  for (auto& v : x) v = uni(-1, 1);
+  std::vector<float> y(rows);
+  matmul(Weight::view(DType::Q8_0, rows, cols, w.data()), x.data(), 1, y.data(), pool, Isa::Ref);
+  for (int64_t r = 0; r < rows; ++r) {
+    double exact = 0, bound = 0;
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      const block_q8_0* blk = reinterpret_cast<const block_q8_0*>(w.data() + r * row_size(DType::Q8_0, cols)) + b;
+      double amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[32 * b + j]));
+      for (int j = 0; j < 32; ++j) {
+        const double wj = double(fp16_to_fp32(blk->d)) * blk->qs[j];
+        exact += wj * x[32 * b + j];
+        bound += std::fabs(wj) * 0.57 * amax / 127 + 1e-6 * std::fabs(wj * x[32 * b + j]);
+      }
+    }
+    CHECK_MSG(std::fabs(y[r] - exact) <= bound, "row %lld: %g vs %g (bound %g)", (long long)r, y[r], exact, bound);
+  }
+}
+
+TEST(threads_and_shapes) {
+  // many rows (several thread chunks) and a prefill-sized n: every path, 1 vs 2 threads identical
+  ThreadPool p1(1), p2(2);
+  for (Isa isa : available_isas()) {
+    for (DType t : {DType::Q4_0, DType::Q4_K, DType::F16}) {
+      const int64_t rows = 301, cols = 512, n = 9;
+      float wmax;
+      std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+      Weight W = Weight::view(t, rows, cols, w.data());
+      std::vector<float> x(n * cols), y1(n * rows), y2(n * rows);
+      for (auto& v : x) v = uni(-1, 1);
+      matmul(W, x.data(), n, y1.data(), p1, isa);
+      matmul(W, x.data(), n, y2.data(), p2, isa);
+      CHECK_MSG(std::memcmp(y1.data(), y2.data(), 4 * y1.size()) == 0, "%s %s", isa_name(isa), type_name(t));
+      matmul(W, x.data(), 1, y2.data(), p2, isa);  // decode path, same first row
+      bool same = true;
+      for (int64_t r = 0; r < rows; ++r) same &= std::fabs(y2[r] - y1[r]) <= 1e-5f * cols * wmax;
+      CHECK_MSG(same, "%s %s n=1 vs n=9", isa_name(isa), type_name(t));
+    }
+  }
+}
+
+TEST(bad_arguments) {
+  std::vector<uint8_t> w(1024);
+  CHECK_THROWS(Weight::view(DType::Q4_0, 2, 33, w.data()));
+  CHECK_THROWS(Weight::view(DType::Q4_K, 2, 128, w.data()));
+  CHECK_THROWS(Weight::view(DType::Q8_K, 2, 256, w.data()));
+  CHECK_THROWS(Weight::view(DType::F32, 0, 4, w.data()));
+  CHECK_THROWS(Weight::view(DType::F32, 2, 4, nullptr));
+}
+
+TEST_MAIN()
