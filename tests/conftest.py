@@ -52,3 +52,26 @@ def aarch64_build():
 def bpe_dir():
     require(BPE_DIR.is_dir(), f"{BPE_DIR} (the shared Qwen2 vocabulary) is missing")
     return BPE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(tmp_path_factory, bpe_dir):
+    """A tiny random MiniCPM-V 2.6 checkpoint in the real Hugging Face layout (real vocabulary)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_checkpoint import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hf") / "MiniCPM-V-2_6", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tiny_checkpoint_dir, tmp_path_factory):
+    """That checkpoint converted by our converter: (LLM f32 GGUF, mmproj f32 GGUF)."""
+    from minicpmv_edge.convert.converter import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny-gguf")
+    paths = convert_checkpoint(tiny_checkpoint_dir, out, quant="f32", mmproj_type="f32", progress=False)
+    llm = [p for p in paths if "mmproj" not in p.name][0]
+    mm = [p for p in paths if "mmproj" in p.name][0]
+    return llm, mm

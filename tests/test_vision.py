@@ -94,8 +94,8 @@ def test_position_ids_differ_from_closed_form_at_ties():
     assert np.count_nonzero(got != closed) == 4
 
 
-@pytest.mark.parametrize("h,w", [(1, 1), (32, 32), (25, 37), (6, 87), (70, 70), (100, 3)])
-@pytest.mark.parametrize("dim", [256, 3584])
+@pytest.mark.parametrize("h,w,dim", [(1, 1, 256), (32, 32, 256), (25, 37, 256), (6, 87, 256), (70, 70, 256),
+                                     (100, 3, 256), (1, 1, 3584), (25, 37, 3584), (6, 87, 3584)])
 def test_resampler_pos_embed(h, w, dim):
     got = _core.resampler_pos_embed(h, w, dim)
     assert got.shape == (h * w, dim) and got.dtype == np.float32
@@ -140,8 +140,9 @@ def test_f32_matches_reference(models, h, w):
 # Per stage, each stage fed the engine's own input (the resampler is sensitive: with q/k at gain 2
 # a 0.5% change of its input moves the output by ~2%, which would hide its own error).
 #   f32: float32 rounding only.
-#   f16: the reference uses the f16-rounded weights; what remains is what the kernels round besides
-#        (f16 activations in an f16 dot: 2^-11 relative per product).
+#   f16: the reference uses the f16-rounded weights; what remains is what the kernels round besides.
+#        The x86 kernels keep f32 activations (measured ~5e-6, as f32); the bound also admits
+#        kernels that round activations to f16 as llama.cpp's f16 dot does (2^-11 per product).
 #   q8_0: the reference uses the dequantized weights and rounds the activations of every q8_0
 #        matmul through Q8_0 as the int8 kernels do (gguf-py's quantizer; the kernel alone matches
 #        that emulation to 1e-5). What remains are rounding decisions that flip where float32 and
@@ -151,7 +152,7 @@ def test_f32_matches_reference(models, h, w):
 #        reference the tower is off by ~1.8% RMS, so the bounds still see the emulation.
 TOL = {  # (tower max abs, tower rel RMS, resampler max abs, resampler rel RMS)
     "f32": (1e-4, 1e-5, 1e-4, 1e-5),
-    "f16": (5e-3, 2e-3, 5e-3, 2e-3),
+    "f16": (2e-3, 1e-3, 2e-3, 1e-3),
     "q8_0": (0.1, 1.5e-2, 5e-2, 5e-3),
 }
 MEASURED = {}

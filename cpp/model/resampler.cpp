@@ -13,18 +13,22 @@ namespace {
 
 constexpr int64_t kRowGrain = 4;
 
-// table[p] = [sin(p*omega_0..q-1), cos(p*omega_0..q-1)] for p < len, q = D/4.
-// HF (get_1d_sincos_pos_embed_from_grid_new) runs in numpy float32: omega = k/q in float32,
-// 10000**omega in float32, 1/that in float32, p*omega in float32, then sin/cos. We mirror each
-// float32 rounding; sin/cos are evaluated in double and rounded (numpy's float32 sin is within
-// an ulp of that).
-void sincos_table(int64_t len, int64_t quarter, float* table) {
+// omega_k = 1 / 10000^(k/q), k < q = D/4. HF (get_1d_sincos_pos_embed_from_grid_new) runs in numpy
+// float32: k/q in float32, 10000**that in float32, 1/that in float32; we round at the same steps
+// (numpy's SIMD float32 power may differ from powf by an ulp; see the test's tolerance).
+std::vector<float> sincos_omega(int64_t quarter) {
   std::vector<float> omega(static_cast<size_t>(quarter));
   for (int64_t k = 0; k < quarter; ++k) {
     const float e = static_cast<float>(k) / static_cast<float>(quarter);
-    const float p = std::pow(10000.0f, e);
-    omega[k] = 1.0f / p;
+    omega[k] = 1.0f / std::pow(10000.0f, e);
   }
+  return omega;
+}
+
+// table[p] = [sin(p*omega_0..q-1), cos(p*omega_0..q-1)] for p < len. p*omega is a float32 product
+// as in HF; sin/cos are evaluated in double and rounded (within an ulp of numpy's float32 ones).
+void sincos_table(int64_t len, const std::vector<float>& omega, float* table) {
+  const int64_t quarter = static_cast<int64_t>(omega.size());
   for (int64_t p = 0; p < len; ++p) {
     float* row = table + p * 2 * quarter;
     for (int64_t k = 0; k < quarter; ++k) {
@@ -42,8 +46,9 @@ void resampler_pos_embed(int64_t h, int64_t w, int64_t embed_dim, float* pe) {
     throw InvalidArgument("resampler_pos_embed: need h, w >= 1 and embed_dim a positive multiple of 4");
   const int64_t half = embed_dim / 2;
   std::vector<float> tw(static_cast<size_t>(w * half)), th(static_cast<size_t>(h * half));
-  sincos_table(w, embed_dim / 4, tw.data());
-  sincos_table(h, embed_dim / 4, th.data());
+  const std::vector<float> omega = sincos_omega(embed_dim / 4);
+  sincos_table(w, omega, tw.data());
+  sincos_table(h, omega, th.data());
   for (int64_t r = 0; r < h; ++r)
     for (int64_t c = 0; c < w; ++c) {
       float* row = pe + (r * w + c) * embed_dim;
@@ -52,7 +57,8 @@ void resampler_pos_embed(int64_t h, int64_t w, int64_t embed_dim, float* pe) {
     }
 }
 
-Resampler::Resampler(std::shared_ptr<const Mmproj> mmproj) : m_(std::move(mmproj)) {}
+Resampler::Resampler(std::shared_ptr<const Mmproj> mmproj)
+    : m_(std::move(mmproj)), omega_(sincos_omega(m_->resampler.embed_dim / 4)) {}
 
 void Resampler::reserve(int64_t n) {
   const ResamplerConfig& c = m_->resampler;
@@ -93,8 +99,8 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   kernels::matmul(R.kv, x, n, kv_.data(), pool);
   table_w_.resize(static_cast<size_t>(w * half));
   table_h_.resize(static_cast<size_t>(h * half));
-  sincos_table(w, D / 4, table_w_.data());
-  sincos_table(h, D / 4, table_h_.data());
+  sincos_table(w, omega_, table_w_.data());
+  sincos_table(h, omega_, table_h_.data());
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* kv = kv_.data() + i * D;

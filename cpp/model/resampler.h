@@ -31,6 +31,7 @@ class Resampler {
   void prepare_queries(ThreadPool& pool);
 
   std::shared_ptr<const Mmproj> m_;
+  std::vector<float> omega_;   // sin-cos frequencies, D/4
   std::vector<float> q_proj_;  // LN_q(query) Wq^T + bq: depends on weights only, computed once
   int64_t capacity_ = 0;
   std::vector<float> kv_, kpe_, k_, v_;        // [n, D]

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 
@@ -23,6 +24,7 @@ Sampler::Sampler(int32_t n_vocab, const SamplerParams& p)
   cand_.resize(n_vocab);
   prob_.resize(n_vocab);
   seen_.assign(n_vocab, 0);
+  if (p.top_k > 0) heap_.resize(size_t(std::min(p.top_k, n_vocab)));
 }
 
 size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_prev) {
@@ -61,48 +63,76 @@ size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_
   // Temperature, and the candidate list of finite logits.
   const float temp = params_.temperature;
   size_t n = 0;
+  float m = ninf;
   for (int32_t i = 0; i < n_vocab_; ++i) {
     float v = x_[i];
     if (std::isnan(v)) throw InvalidArgument("sampler: logits contain NaN (token " + std::to_string(i) + ")");
     if (temp != 1.0f) v /= temp;
     x_[i] = v;
-    if (v != ninf) cand_[n++] = i;
+    if (v != ninf) {
+      cand_[n++] = i;
+      m = std::max(m, v);
+    }
   }
   if (n == 0) throw InvalidArgument("sampler: every logit is -inf");
   const float* x = x_.data();
   auto better = [x](int32_t a, int32_t b) { return x[a] != x[b] ? x[a] > x[b] : a < b; };
 
-  // Top-k: keep every token whose logit is >= the k-th largest (ties at the boundary stay).
-  if (params_.top_k > 0 && size_t(params_.top_k) < n) {
-    size_t k = size_t(params_.top_k);
-    std::nth_element(cand_.begin(), cand_.begin() + (k - 1), cand_.begin() + n, better);
-    float kth = x[cand_[k - 1]];
-    n = size_t(std::partition(cand_.begin(), cand_.begin() + n, [x, kth](int32_t i) { return x[i] >= kth; }) -
-               cand_.begin());
+  // Top-k: keep every token whose logit is >= the k-th largest (ties at the boundary stay, as
+  // HF's `scores < topk(...)[..., -1]`). The k-th largest comes from a size-k min-heap: one
+  // cheap comparison per token.
+  const bool use_top_k = params_.top_k > 0 && size_t(params_.top_k) < n;
+  if (use_top_k) {
+    const size_t k = size_t(params_.top_k);
+    float* h = heap_.data();
+    for (size_t i = 0; i < k; ++i) h[i] = x[cand_[i]];
+    std::make_heap(h, h + k, std::greater<float>());
+    for (size_t i = k; i < n; ++i) {
+      float v = x[cand_[i]];
+      if (v > h[0]) {
+        std::pop_heap(h, h + k, std::greater<float>());
+        h[k - 1] = v;
+        std::push_heap(h, h + k, std::greater<float>());
+      }
+    }
+    const float kth = h[0];
+    size_t w = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (x[cand_[i]] >= kth) cand_[w++] = cand_[i];
+    n = w;
   }
 
-  float m = x[cand_[0]];
-  for (size_t i = 1; i < n; ++i) m = std::max(m, x[cand_[i]]);
-
   // Top-p: HF sorts ascending, takes the cumulative softmax and drops tokens whose cumulative
-  // probability is <= 1 - top_p (the most likely token always stays). A token whose own
-  // probability is below (1 - top_p) / n is certainly dropped (its ascending cumulative sum is at
-  // most n times its probability), so those are removed before sorting; their mass still counts.
-  double removed_mass = 0;
-  double sum = 0;
+  // probability is <= 1 - top_p (the most likely token always stays). Min-p then drops tokens
+  // below min_p times the top probability. Before sorting, tokens certainly dropped by either are
+  // removed: with e = exp(x - max), top-p drops e < (1 - top_p) / n * sum (its ascending
+  // cumulative sum is at most n times its own probability) and min-p drops e < min_p. Both are
+  // thresholds on the logit, so the removed tokens all rank below the survivors and their mass
+  // is simply where the ascending cumulative sum starts.
   const bool use_top_p = params_.top_p < 1.0f;
+  const bool use_min_p = params_.min_p > 0;
+  double sum = 0, removed_mass = 0, cut = 0;
   if (use_top_p) {
-    for (size_t i = 0; i < n; ++i) sum += std::exp(double(x[cand_[i]]) - m);
-    const double cutoff = (1.0 - double(params_.top_p)) / double(n) * sum * (1 - 1e-9);
+    for (size_t i = 0; i < n; ++i) sum += (prob_[i] = std::exp(double(x[cand_[i]]) - m));
+    cut = (1.0 - double(params_.top_p)) / double(n) * sum * (1 - 1e-9);
+  }
+  if (use_min_p) cut = std::max(cut, double(params_.min_p) * (1 - 1e-6));
+  if (cut > 0) {
+    const double log_cut = std::log(cut);
     size_t w = 0;
     for (size_t i = 0; i < n; ++i) {
-      double e = std::exp(double(x[cand_[i]]) - m);
-      if (e < cutoff && x[cand_[i]] != m) removed_mass += e;
-      else cand_[w++] = cand_[i];
+      double d = double(x[cand_[i]]) - m;
+      if (d < log_cut && d != 0) {
+        if (use_top_p) removed_mass += prob_[i];
+      } else {
+        cand_[w++] = cand_[i];
+      }
     }
     n = w;
   }
-  std::sort(cand_.begin(), cand_.begin() + n, better);
+  // Best first, ties by id: the order the draw scans, identical on every platform. Plain
+  // sampling over the whole vocabulary keeps id order and skips the sort.
+  if (use_top_k || use_top_p || use_min_p) std::sort(cand_.begin(), cand_.begin() + n, better);
   for (size_t i = 0; i < n; ++i) prob_[i] = std::exp(double(x[cand_[i]]) - m);
 
   if (use_top_p) {
@@ -116,9 +146,8 @@ size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_
     n = keep;
   }
 
-  // Min-p: drop tokens whose probability is below min_p times the top one's (top one stays).
-  if (params_.min_p > 0) {
-    const double thr = double(params_.min_p) * prob_[0];  // prob_ is relative to the max
+  if (use_min_p) {
+    const double thr = double(params_.min_p) * prob_[0];  // prob_ is relative to the top token
     size_t keep = 1;
     while (keep < n && !(prob_[keep] < thr)) ++keep;
     n = keep;

@@ -43,6 +43,7 @@ class Sampler {
   std::vector<float> x_;         // processed logits
   std::vector<int32_t> cand_;    // candidate ids
   std::vector<double> prob_;     // probability of cand_[i]
+  std::vector<float> heap_;      // top-k selection
   std::vector<uint32_t> seen_;   // stamp per id: repetition penalty once per distinct token
   uint32_t stamp_ = 0;
   std::mt19937_64 rng_;

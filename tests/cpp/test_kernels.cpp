@@ -193,7 +193,10 @@ TEST(ref_q8_0_against_float64) {
     for (int64_t b = 0; b < cols / 32; ++b) {
       const block_q8_0* blk = reinterpret_cast<const block_q8_0*>(w.data() + r * row_size(DType::Q8_0, cols)) + b;
       double amax = 0;
-      for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[32 * b + j]));
+      for (int j = 0; j < 32; ++j) {
+        const double a = std::fabs(x[32 * b + j]);
+        if (a > amax) amax = a;  // (std::fmax here trips a GCC 12 aarch64 vectorizer ICE)
+      }
       for (int j = 0; j < 32; ++j) {
         const double wj = double(fp16_to_fp32(blk->d)) * blk->qs[j];
         exact += wj * x[32 * b + j];
