@@ -51,9 +51,9 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "plain" for c in CONFIGS])
 def test_probs_match_transformers(cfg):
     rng = np.random.default_rng(0)
-    for trial in range(6):
-        n_vocab = 151666 if trial < 2 else int(rng.integers(2, 3000))
-        logits = (rng.standard_normal(n_vocab) * rng.uniform(0.5, 6)).astype(np.float32)
+    for trial, scale in enumerate([3.0, 0.05, 1.0, 30.0, 6.0, 0.5, 0.02, 12.0]):  # flat to peaked
+        n_vocab = 151666 if trial in (0, 1, 3) else int(rng.integers(2, 3000))
+        logits = (rng.standard_normal(n_vocab) * scale).astype(np.float32)
         if trial % 3 == 2:
             logits[rng.integers(0, n_vocab, n_vocab // 10)] = -np.inf  # masked tokens
             logits[0] = 1.0
@@ -128,5 +128,7 @@ def test_bad_arguments():
         s.sample(np.zeros(10, np.float32), [10])
     with pytest.raises(ValueError, match="length 10"):
         s.sample(np.zeros(11, np.float32), [])
+    with pytest.raises(ValueError, match="inf"):
+        s.sample(np.full(10, -np.inf, np.float32), [])
     with pytest.raises(ValueError, match="NaN"):
         s.sample(np.full(10, np.nan, np.float32), [])

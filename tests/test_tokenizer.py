@@ -307,14 +307,23 @@ def write_gguf(path, tokens, types, merges, model="gpt2"):
 
 
 def test_from_gguf(tmp_path, lists, hf):
+    """A GGUF carrying tokenizer.ggml.* (written by gguf-py) loads to the same tokenizer, with NFC
+    on (Qwen2's HF normalizer): compared with HF plus normalizers.NFC()."""
+    from tokenizers import normalizers
     tokens, types, merges = lists
     path = tmp_path / "tok.gguf"
     write_gguf(path, tokens, types, merges)
     tok = _core.Tokenizer.from_gguf(str(path))
-    assert tok.n_vocab == 151666 and tok.n_merges == len(merges)
+    assert tok.n_vocab == 151666 and tok.n_merges == len(merges) and tok.nfc
     assert (tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id) == (151644, 151645, 128244, 0)
-    texts = corpus(300, seed=21)
-    for s, r in zip(texts, hf.encode_batch(texts, add_special_tokens=False)):
+    assert [tok.token_type(i) for i in (0, 128244, 151643, 151665)] == [NORMAL, CONTROL, CONTROL, CONTROL]
+    texts = corpus(300, seed=21) + nfc_corpus(300, seed=22)
+    hf.normalizer = normalizers.NFC()
+    try:
+        ref = hf.encode_batch(texts, add_special_tokens=False)
+    finally:
+        hf.normalizer = None
+    for s, r in zip(texts, ref):
         assert tok.encode(s) == r.ids, s
     bad = tmp_path / "bad.gguf"
     write_gguf(bad, tokens[:300], types[:300], [], model="llama")
@@ -334,3 +343,54 @@ def test_bad_inputs(lists, ours):
         ours.decode([151666])
     with pytest.raises(ValueError):
         ours.encode(12)
+
+
+# ---------------------------------------------------------------- NFC (Qwen2's normalizer)
+
+MARKS = [chr(c) for c in range(0x300, 0x370)] + ["\u0345", "\u05b0", "\u0f71", "\u302a", "\u093c",
+                                                  "\u0cd5", "\u0b3e", "\u0bbe", "\u3099", "\u1161", "\u11a8"]
+BASES = ["a", "e", "A", "o", "ε", "ω", "ι", "Å", "ỏ", "ᄀ", "가", "각", "\u0bc6", "\u0b47", "か", "ſ", "1", " "]
+
+
+def nfc_corpus(n=3000, seed=8):
+    rng = random.Random(seed)
+    out = corpus(800, seed=seed) + ["e<|im_end|>\u0301", "<image>\u0301a", "a\u0301<unk>\u0301",
+                                    "\u1100<slice>\u1161", "e\u0301" * 50]
+    for _ in range(n):
+        out.append("".join(rng.choice(BASES + MARKS) for _ in range(rng.randrange(1, 10))))
+    return out
+
+
+def test_nfc_matches_python_unicodedata(ours):
+    """Python's unicodedata (Unicode 14.0 here) is the oracle. Normalization stability: NFC of text
+    made of characters assigned in 14.0 does not change in later versions, so such text is
+    compared; characters new since 14.0 are replaced."""
+    import unicodedata
+    rng = random.Random(9)
+    texts = nfc_corpus(2000)
+    texts += ["".join(chr(rng.randrange(0x300, 0x30000)) for _ in range(20)) for _ in range(1500)]
+    for s in texts:
+        s = "".join(c if unicodedata.category(c) not in ("Cn", "Cs") else "x" for c in s)
+        assert _core.Tokenizer.nfc_normalize(s) == unicodedata.normalize("NFC", s).encode(), s
+    # invalid bytes are kept and compose with nothing
+    assert _core.Tokenizer.nfc_normalize(b"e\xcc\x81\xff\xcc\x81e\xcc") == b"\xc3\xa9\xff\xcc\x81e\xcc"
+
+
+def test_nfc_encode_matches_hf_with_normalizer(lists, hf):
+    """With nfc=True, encode equals HF with Qwen2's NFC normalizer. Known difference, not in this
+    corpus: HF's NFC tables predate Unicode 16.0 and do not compose the new Tulu-Tigalari vowel
+    signs (e.g. U+113C2 U+113C2 -> U+113C5); ours do (UCD 16.0)."""
+    from tokenizers import normalizers
+    tok = _core.Tokenizer(*lists)
+    tok.nfc = True
+    hf.normalizer = normalizers.NFC()
+    try:
+        texts = nfc_corpus()
+        ref = hf.encode_batch(texts, add_special_tokens=False)
+    finally:
+        hf.normalizer = None
+    changed = 0
+    for s, r in zip(texts, ref):
+        assert tok.encode(s) == r.ids, s
+        changed += r.ids != hf.encode(s, add_special_tokens=False).ids
+    assert changed > 500  # the corpus really exercises normalization

@@ -5,6 +5,8 @@ llama.cpp "clip" mmproj GGUFs (spec 9.3: v.* / resampler.* names, fc1 stored as 
 stored transposed) in f32, f16 and q8_0 with gguf-py, loaded by the engine and compared per slice
 with transformers' Idefics2VisionTransformer (MiniCPM-V position ids) and a spec-written resampler
 (torch.nn.MultiheadAttention), both run in float64 on the weights exactly as the file stores them.
+The project's converter is checked the same way on tests/tiny_checkpoint.py's checkpoint, and whole
+images (slicing + normalisation) against the PIL-based preprocess reference.
 
 Sizes: vision hidden 96 (8 heads of 12: exercises the non-multiple-of-8 tail; the real 72 is a
 multiple of 8), intermediate 160, 2 blocks, resampler 256 wide (2 heads of 128, as embed/128),
@@ -208,6 +210,69 @@ def test_encode_image_matches_reference(models):
         patches = preprocess_ref.patches(preprocess_ref.normalize(np.asarray(s)))
         ref = m.ref_encode(patches, *sizes[k])
         assert np.abs(out[k] - ref).max() < 1e-4, (k, np.abs(out[k] - ref).max())
+
+
+def test_encode_image_uses_the_files_mean_std(weights, tmp_path):
+    """A file asking for CLIP-style mean/std gets (u8/255 - mean)/std, not the processor's 0.5."""
+    from PIL import Image
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    tensors, stored = mmproj_fixture.mmproj_tensors(weights, CFG, "f32")
+    path = mmproj_fixture.write_mmproj(tmp_path / "clipnorm.gguf", CFG, tensors, mean=mean, std=std)
+    enc = _core.VisionEncoder(path, n_threads=2)
+    assert np.allclose(enc.config["image_mean"], mean) and np.allclose(enc.config["image_std"], std)
+    img = np.random.default_rng(11).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    out, layout = enc.encode_image(img)
+    _, slices = preprocess_ref.slice_image(Image.fromarray(img))
+    assert len(slices) == 1 and layout["grid"] is None
+    u = np.asarray(slices[0]).astype(np.float32) / 255
+    chw = ((u - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
+    h, w = layout["tgt_sizes"][0]
+    ref = vision_ref.resampler_forward(vision_ref.build_resampler(CFG, stored),
+                                       vision_ref.tower_forward(vision_ref.build_tower(CFG, stored),
+                                                                preprocess_ref.patches(chw), h, w), h, w)
+    assert np.abs(out[0] - ref).max() < 1e-4, np.abs(out[0] - ref).max()
+
+
+# ------------------------------------------------------------------------------------------------
+# the project's converter: tiny HF checkpoint -> mmproj-model-<type>.gguf -> engine
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    from tiny_checkpoint import make_tiny_checkpoint
+
+    from minicpmv_edge.convert import convert_checkpoint
+
+    d = tmp_path_factory.mktemp("converted")
+    ck = make_tiny_checkpoint(d / "hf", dtype="float32")
+    return {t: convert_checkpoint(ck, d / "out", mmproj_type=t, llm=False, progress=False)[0]
+            for t in ("f32", "f16", "q8_0")}
+
+
+@pytest.mark.parametrize("wtype", ["f32", "f16", "q8_0"])
+def test_converted_checkpoint_matches_reference(converted, wtype):
+    """The converter's mmproj (tiny_checkpoint sizes: hidden 32, 4 heads of 8, resampler 128 wide
+    with 1 head) read by the engine vs the references on the weights read back by gguf-py.
+    Tolerances as in TOL, relative to the output scale (these weights are std 0.02)."""
+    cfg, stored = mmproj_fixture.read_mmproj(converted[wtype])
+    enc = _core.VisionEncoder(str(converted[wtype]), n_threads=2)
+    c = enc.config
+    assert (c["hidden"], c["layers"], c["heads"], c["embed_dim"], c["query_num"]) == (
+        cfg["hidden"], cfg["layers"], cfg["heads"], cfg["embed_dim"], cfg["query_num"])
+    tower = vision_ref.build_tower(cfg, stored)
+    resampler = vision_ref.build_resampler(cfg, stored)
+    aq = vision_ref.q8_0_activations if wtype == "q8_0" else None
+    for h, w in [(1, 1), (25, 37), (6, 87)]:
+        patches = random_patches(h, w, seed=7 * h + w)
+        hidden = enc.vision_tower(patches, h, w)
+        ref_hidden = vision_ref.tower_forward(tower, patches, h, w, aq)
+        out = enc.resample(hidden, h, w)
+        ref = vision_ref.resampler_forward(resampler, hidden.astype(np.float64), h, w, aq)
+        got = (np.abs(hidden - ref_hidden).max() / np.abs(ref_hidden).max(), _rel_rms(hidden, ref_hidden),
+               np.abs(out - ref).max() / np.abs(ref).max(), _rel_rms(out, ref))
+        print(f"converted {wtype} {h}x{w}: {', '.join(f'{g:.2e}' for g in got)}")
+        assert all(g < t for g, t in zip(got, TOL[wtype])), (h, w, got, TOL[wtype])
 
 
 # ------------------------------------------------------------------------------------------------

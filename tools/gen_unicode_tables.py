@@ -14,6 +14,10 @@ Classes (disjoint):
             (note: U+001C..U+001F are NOT \\s there, unlike Python's str.isspace)
 Everything else (including unassigned and surrogate code points) is "other".
 
+It also writes the tables of Unicode NFC (Qwen2's tokenizer.json normalizer): canonical combining
+classes, full canonical decompositions (Hangul is algorithmic, not tabulated) and the primary
+composites (2-character canonical decompositions that NFC recomposes).
+
 Usage:  pip install unicodedata2==16.0.0
         python tools/gen_unicode_tables.py [--check]   (--check: compare with HF tokenizers' regex)
 """
@@ -53,6 +57,35 @@ def ranges():
                 out.append((start, cp - 1, cur))
             start, cur = cp, c
     return out
+
+
+def nfc_tables():
+    ccc, decomp, compose = [], [], []
+    run = None
+    for cp in range(0x110001):
+        c = ud.combining(chr(cp)) if cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else 0
+        if run and (c != run[2] or cp != run[1] + 1):
+            ccc.append(tuple(run))
+            run = None
+        if c:
+            run = [cp, cp, c] if run is None else [run[0], cp, c]
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or 0xAC00 <= cp <= 0xD7A3:
+            continue
+        d = ud.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        full = [ord(ch) for ch in ud.normalize("NFD", chr(cp))]
+        decomp.append((cp, full))
+        parts = [int(x, 16) for x in d.split()]
+        if len(parts) == 2 and ud.normalize("NFC", chr(cp)) == chr(cp):
+            compose.append((parts[0], parts[1], cp))
+    # The tokenizer skips NFC for text below U+0300: check that this is exact.
+    for cp in range(0x300):
+        assert ud.normalize("NFC", chr(cp)) == chr(cp) and not ud.combining(chr(cp))
+    assert min(b for _, b, _ in compose) >= 0x300
+    compose.sort()
+    return ccc, decomp, compose
 
 
 def check_against_hf():
@@ -97,9 +130,28 @@ def main():
     ]
     for a, b, c in rs:
         lines.append(f"    {{0x{a:05X}, 0x{b:05X}, {names[c]}}},")
-    lines += ["};", f"const size_t kNumCharRanges = {len(rs)};", "", "}  // namespace minicpmv::text::unicode", ""]
+    lines += ["};", f"const size_t kNumCharRanges = {len(rs)};", ""]
+    ccc, decomp, compose = nfc_tables()
+    lines += ["// NFC: canonical combining classes (non-zero only).", "const CccRange kCccRanges[] = {"]
+    lines += [f"    {{0x{a:05X}, 0x{b:05X}, {c}}}," for a, b, c in ccc]
+    lines += ["};", f"const size_t kNumCccRanges = {len(ccc)};", ""]
+    pool, entries = [], []
+    for cp, full in decomp:
+        entries.append((cp, len(pool), len(full)))
+        pool += full
+    lines += ["// NFC: full canonical decompositions, by code point; characters in kDecompPool.",
+              "const Decomposition kDecompositions[] = {"]
+    lines += [f"    {{0x{cp:05X}, {off}, {n}}}," for cp, off, n in entries]
+    lines += ["};", f"const size_t kNumDecompositions = {len(entries)};", "const uint32_t kDecompPool[] = {"]
+    for i in range(0, len(pool), 8):
+        lines.append("    " + " ".join(f"0x{c:05X}," for c in pool[i:i + 8]))
+    lines += ["};", "", "// NFC: primary composites, sorted by (first, second).", "const Composition kCompositions[] = {"]
+    lines += [f"    {{0x{a:05X}, 0x{b:05X}, 0x{c:05X}}}," for a, b, c in compose]
+    lines += ["};", f"const size_t kNumCompositions = {len(compose)};", "",
+              "}  // namespace minicpmv::text::unicode", ""]
     OUT.write_text("\n".join(lines))
-    print(f"wrote {OUT} ({len(rs)} ranges, Unicode {UNICODE_VERSION})")
+    print(f"wrote {OUT} ({len(rs)} class ranges, {len(ccc)} ccc ranges, {len(decomp)} decompositions, "
+          f"{len(compose)} compositions, Unicode {UNICODE_VERSION})")
     if args.check and not check_against_hf():
         sys.exit(1)
 

@@ -79,6 +79,7 @@ static std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, st
 }
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   std::printf("cpu:");
   for (auto& f : cpu::feature_list())

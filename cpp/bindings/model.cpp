@@ -53,6 +53,28 @@ struct LLM {
     }
     return out;
   }
+
+  // A second LLM over the same loaded weights (no second mapping) and thread pool, with its own
+  // session holding a copy of this cache (beam search: one session per beam).
+  LLM(std::shared_ptr<Qwen2Model> m, std::shared_ptr<ThreadPool> p, const Qwen2SessionParams& params)
+      : model(std::move(m)), pool(std::move(p)), session(std::make_unique<Qwen2Session>(model, pool, params)) {}
+
+  std::unique_ptr<LLM> fork() {
+    std::lock_guard<std::mutex> lock(mu);
+    Qwen2SessionParams p;
+    p.n_ctx = session->n_ctx();
+    p.n_batch = session->n_batch();
+    p.kv_type = session->kv_type();
+    auto out = std::make_unique<LLM>(model, pool, p);
+    out->session->copy_from(*session);
+    return out;
+  }
+
+  void copy_from(LLM& other, int64_t start) {
+    if (&other == this) throw InvalidArgument("LLM.copy_from: an LLM cannot copy itself");
+    std::scoped_lock lock(mu, other.mu);
+    session->copy_from(*other.session, start);
+  }
 };
 
 I32Array tokens_1d(const I32Array& t) {
@@ -123,7 +145,15 @@ void bind_model(pyb::module_& m) {
           pyb::arg("ids"), "Rows of token_embd as float32 [n, n_embd].")
       .def("reset", [](LLM& s) { std::lock_guard<std::mutex> lock(s.mu); s.session->reset(); })
       .def("truncate", [](LLM& s, int64_t n) { std::lock_guard<std::mutex> lock(s.mu); s.session->truncate(n); },
-           pyb::arg("n"), "Keeps the first n positions of the cache.");
+           pyb::arg("n"), "Keeps the first n positions of the cache.")
+      .def("fork", &LLM::fork,
+           "A new LLM sharing this one's weights and thread pool, with its own KV cache holding a copy "
+           "of this one's (same n_ctx, n_batch, kv_type). An LLM and its forks must not eval at the same "
+           "time from different threads: they share the thread pool.")
+      .def("copy_from", &LLM::copy_from, pyb::arg("other"), pyb::arg("start") = 0,
+           "Makes this cache hold what `other` holds, copying positions start .. other.n_past - 1 "
+           "(the first `start` positions must already be the same in both). Both must come from the "
+           "same loaded model (fork()).");
 }
 
 }  // namespace minicpmv::py

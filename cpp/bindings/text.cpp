@@ -12,6 +12,7 @@
 #include "minicpmv/error.h"
 #include "text/sampler.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 
 namespace minicpmv::py {
 namespace {
@@ -20,6 +21,7 @@ using text::Detokenizer;
 using text::Sampler;
 using text::SamplerParams;
 using text::Tokenizer;
+namespace unicode = text::unicode;
 using I32Array = pyb::array_t<int32_t, pyb::array::c_style | pyb::array::forcecast>;
 using F32Array = pyb::array_t<float, pyb::array::c_style | pyb::array::forcecast>;
 
@@ -69,10 +71,14 @@ void bind_text(pyb::module_& m) {
              for (auto p : t.pre_tokenize(bytes)) out.append(pyb::bytes(p.data(), p.size()));
              return out;
            }, pyb::arg("text"))
+      .def_static("nfc_normalize", [](const pyb::object& s) { return pyb::bytes(unicode::nfc(text_arg(s))); },
+                  pyb::arg("text"), "Unicode NFC of UTF-8 text (invalid bytes kept)")
       .def("token_to_piece", [](const Tokenizer& t, int32_t id) { return pyb::bytes(t.token_to_piece(id)); })
       .def("token_text", [](const Tokenizer& t, int32_t id) { return t.token_text(id); })
       .def("token_type", [](const Tokenizer& t, int32_t id) { return static_cast<int>(t.token_type(id)); })
       .def("find_token", [](const Tokenizer& t, const std::string& s) { return t.find_token(s); })
+      .def_property("nfc", &Tokenizer::nfc, &Tokenizer::set_nfc,
+                    "apply Unicode NFC to text outside added tokens (HF Qwen2 normalizer)")
       .def_property_readonly("n_vocab", &Tokenizer::n_vocab)
       .def_property_readonly("n_merges", &Tokenizer::n_merges)
       .def_readonly("bos_id", &Tokenizer::bos_id)

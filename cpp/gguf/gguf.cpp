@@ -434,7 +434,8 @@ class Parser {
 std::shared_ptr<File> File::open(const std::string& path) {
   std::shared_ptr<File> f(new File());
   f->path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is rejected below as not a file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
     throw FileError(path + ": cannot open: " + std::strerror(e), e == ENOENT);

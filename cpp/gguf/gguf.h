@@ -1,6 +1,8 @@
 // GGUF reader over mmap (versions 2 and 3). Every count, string length, dimension, offset and
 // size is checked against the file size before it is used: a truncated or corrupt file throws
-// FormatError naming the file and what is wrong.
+// FormatError naming the file and what is wrong. The file is mapped read-only for the File's
+// lifetime (tensor data is used in place, never copied); like any mmap reader, a file truncated
+// by another process while mapped faults with SIGBUS on access.
 #pragma once
 #include <cstddef>
 #include <cstdint>

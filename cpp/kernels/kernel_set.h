@@ -13,6 +13,8 @@
 //       q = min(127, nearest_even(iscale * x)), d = 1/iscale, bsums = sums of each 16 q.
 //   F32 (partner of F32 F16 BF16): X itself, no copy.
 // Planar rather than interleaved blocks so a SIMD load of 64 activation bytes is 64 values.
+// A path may reorder the codes within qs for its own unpacking (KernelSet::quantize_type; the
+// avx512 path groups runs of 4 blocks, see quantize_a8p in x86/avx512.cpp); d, s, bsums stay.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -81,6 +83,9 @@ struct KernelSet {
   QuantizeFn quantize_a8 = nullptr;
   QuantizeFn quantize_a8k = nullptr;
   GemmFn gemm[kNumTypes] = {};
+  // A path may keep the activations of some weight types in its own variant of the A8 layout
+  // (same size, same values, codes reordered); nullptr = quantize_a8 / quantize_a8k by act_kind.
+  QuantizeFn quantize_type[kNumTypes] = {};
 };
 
 // Filled by each ISA file (ref always; the others only on their architecture).

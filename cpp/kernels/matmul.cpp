@@ -190,7 +190,8 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
   if (kind != ActKind::F32) {
     uint8_t* buf = scratch(xs * static_cast<size_t>(n));
-    const QuantizeFn q = kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k;
+    const QuantizeFn q = ks.quantize_type[tid] ? ks.quantize_type[tid]
+                         : kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k;
     auto quant_rows = [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) q(X + t * cols, buf + t * xs, cols);
     };

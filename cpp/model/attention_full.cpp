@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "kernels/matmul.h"
-#include "ops/ops.h"
+#include "ops/fast_math.h"
 #include "runtime/threadpool.h"
 
 namespace minicpmv::model {
@@ -51,10 +51,7 @@ void attention_full(const AttentionShape& s, const float* q, const float* k, con
       for (int64_t r = 0; r < rows; ++r) std::memcpy(qb + r * d, q + (i0 + r) * s.q_stride + col, sizeof(float) * d);
       kernels::matmul(K, qb, rows, sc, pool);
       pool.parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          ops::scale(sc + r * nk, s.scale, nk);
-          ops::softmax(sc + r * nk, nk);
-        }
+        for (int64_t r = r0; r < r1; ++r) ops::softmax_fast(sc + r * nk, nk, s.scale);
       });
       kernels::matmul(Vt, sc, rows, ob, pool);
       for (int64_t r = 0; r < rows; ++r) std::memcpy(out + (i0 + r) * s.out_stride + col, ob + r * d, sizeof(float) * d);

@@ -23,10 +23,18 @@ std::vector<float> load_vector(const File& f, const std::string& name, int64_t n
   return out;
 }
 
+kernels::Weight view(const File& f, const TensorInfo& t, int64_t rows, int64_t cols) {
+  try {
+    return kernels::Weight::view(t.type, rows, cols, t.data);
+  } catch (const InvalidArgument& e) {  // a dtype the kernels cannot multiply
+    fail(f, "tensor '" + t.name + "': " + e.what());
+  }
+}
+
 // A [rows x cols] matrix (PyTorch out x in; GGUF ne = [cols, rows]) viewed in place.
 kernels::Weight load_matrix(const File& f, const std::string& name, int64_t rows, int64_t cols) {
   const TensorInfo& t = f.tensor(name, {cols, rows});
-  return kernels::Weight::view(t.type, rows, cols, t.data);
+  return view(f, t, rows, cols);
 }
 
 std::string blk(int64_t i, const char* rest) { return "v.blk." + std::to_string(i) + "." + rest; }
@@ -79,7 +87,7 @@ std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
   const int64_t H = vc.hidden, I = vc.intermediate, P = vc.patch_size;
   {
     const TensorInfo& t = f.tensor("v.patch_embd.weight", {P, P, 3, H});
-    v.patch_embd = kernels::Weight::view(t.type, H, 3 * P * P, t.data);
+    v.patch_embd = view(f, t, H, 3 * P * P);
   }
   v.patch_embd_b = load_vector(f, "v.patch_embd.bias", H);
   {

@@ -405,4 +405,36 @@ void Qwen2Session::attention(int64_t layer, int64_t n) {
   });
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Copying a cache (beam search)
+
+void Qwen2Session::copy_from(const Qwen2Session& other, int64_t start) {
+  if (&other == this) throw InvalidArgument("copy_from: a session cannot copy itself");
+  if (other.model_ != model_) throw InvalidArgument("copy_from: the sessions run different models");
+  if (other.kv_type_ != kv_type_) throw InvalidArgument("copy_from: the sessions have different KV cache types");
+  if (other.n_past_ > n_ctx_)
+    throw InvalidArgument("copy_from: the source holds " + std::to_string(other.n_past_) +
+                          " positions, more than this n_ctx " + std::to_string(n_ctx_));
+  if (start < 0 || start > n_past_ || start > other.n_past_)
+    throw InvalidArgument("copy_from: start " + std::to_string(start) + " must be in [0, min(" +
+                          std::to_string(n_past_) + ", " + std::to_string(other.n_past_) + ")]");
+  const Qwen2Config& c = config();
+  const int64_t kvd = c.kv_dim();
+  const size_t n = static_cast<size_t>(other.n_past_ - start) * kvd;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    // Each session lays its cache out with its own n_ctx: offsets differ when the n_ctx do.
+    const size_t src = (static_cast<size_t>(layer) * other.n_ctx_ + start) * kvd;
+    const size_t dst = (static_cast<size_t>(layer) * n_ctx_ + start) * kvd;
+    if (kv_type_ == KvType::F32) {
+      std::memcpy(&s_->k_f32[dst], &other.s_->k_f32[src], n * sizeof(float));
+      std::memcpy(&s_->v_f32[dst], &other.s_->v_f32[src], n * sizeof(float));
+    } else {
+      std::memcpy(&s_->k_f16[dst], &other.s_->k_f16[src], n * sizeof(uint16_t));
+      std::memcpy(&s_->v_f16[dst], &other.s_->v_f16[src], n * sizeof(uint16_t));
+    }
+  }
+  n_past_ = other.n_past_;
+}
+
 }  // namespace minicpmv

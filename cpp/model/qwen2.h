@@ -138,6 +138,17 @@ class Qwen2Session {
   KvType kv_type_ = KvType::F16;
   int64_t n_past_ = 0;
   std::unique_ptr<Scratch> s_;
+
+ public:
+  int64_t n_batch() const { return n_batch_; }
+  KvType kv_type() const { return kv_type_; }
+
+  // Makes this cache hold what `other` holds (n_past becomes other.n_past()), copying only the
+  // cached positions start .. other.n_past() - 1: beam search keeps one session per beam and the
+  // prompt they share is copied once, not at every step. Positions before `start` must already be
+  // the same in both (the caller's promise; start <= n_past() is checked). Both sessions must run
+  // the same model with the same KV type, and `other` must fit in this n_ctx (InvalidArgument).
+  void copy_from(const Qwen2Session& other, int64_t start = 0);
 };
 
 }  // namespace minicpmv

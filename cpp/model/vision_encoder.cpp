@@ -15,14 +15,21 @@ VisionEncoder::VisionEncoder(const std::string& mmproj_path, int n_threads)
 VisionEncoder::~VisionEncoder() = default;
 
 void VisionEncoder::vision_tower(const float* patches, int64_t h, int64_t w, float* out) {
+  std::lock_guard<std::mutex> lock(mu_);
   tower_.forward(patches, h, w, out, *pool_);
 }
 
 void VisionEncoder::resample(const float* hidden, int64_t h, int64_t w, float* out) {
+  std::lock_guard<std::mutex> lock(mu_);
   resampler_.forward(hidden, h, w, out, *pool_);
 }
 
 void VisionEncoder::encode_patches(const float* patches, int64_t h, int64_t w, float* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  encode_slice(patches, h, w, out);
+}
+
+void VisionEncoder::encode_slice(const float* patches, int64_t h, int64_t w, float* out) {
   if (h <= 0 || w <= 0)
     throw InvalidArgument("encode_patches: patch grid must be at least 1x1, got " + std::to_string(h) + "x" +
                           std::to_string(w));
@@ -55,6 +62,7 @@ EncodedImage VisionEncoder::encode_image(const vision::RgbImage& img, int max_sl
   opt.scale_resolution = static_cast<int>(vc.image_size);
   opt.patch_size = static_cast<int>(vc.patch_size);
   vision::SlicedImage sliced = vision::slice_image(img, opt);
+  std::lock_guard<std::mutex> lock(mu_);
 
   EncodedImage res;
   res.layout = sliced.layout;
@@ -66,7 +74,7 @@ EncodedImage VisionEncoder::encode_image(const vision::RgbImage& img, int max_sl
     res.tgt_sizes.push_back(t);
     std::vector<float> patches = vision::normalize_patches(slice, opt.patch_size);
     renormalize(patches);
-    encode_patches(patches.data(), t.h, t.w, res.embeddings.data() + per_slice * static_cast<int64_t>(s));
+    encode_slice(patches.data(), t.h, t.w, res.embeddings.data() + per_slice * static_cast<int64_t>(s));
   }
   return res;
 }

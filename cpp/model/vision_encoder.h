@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct EncodedImage {
   std::vector<float> embeddings;           // [n_slices, query_num, embed_dim]
 };
 
+// One call at a time per encoder (calls from several threads are serialized: the buffers and the
+// pool are shared).
 class VisionEncoder {
  public:
   // n_threads <= 0: one per core.
@@ -43,6 +46,7 @@ class VisionEncoder {
   EncodedImage encode_image(const vision::RgbImage& img, int max_slice_nums = 9);
 
  private:
+  void encode_slice(const float* patches, int64_t h, int64_t w, float* out);  // caller holds mu_
   void renormalize(std::vector<float>& patches) const;
 
   std::shared_ptr<Mmproj> m_;
@@ -50,6 +54,7 @@ class VisionEncoder {
   SiglipTower tower_;
   Resampler resampler_;
   std::vector<float> hidden_;  // tower output of the current slice
+  std::mutex mu_;
 };
 
 }  // namespace model

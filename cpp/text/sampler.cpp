@@ -75,6 +75,7 @@ size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_
     }
   }
   if (n == 0) throw InvalidArgument("sampler: every logit is -inf");
+  if (std::isinf(m)) throw InvalidArgument("sampler: logits contain +inf");
   const float* x = x_.data();
   auto better = [x](int32_t a, int32_t b) { return x[a] != x[b] ? x[a] > x[b] : a < b; };
 
@@ -104,25 +105,39 @@ size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_
 
   // Top-p: HF sorts ascending, takes the cumulative softmax and drops tokens whose cumulative
   // probability is <= 1 - top_p (the most likely token always stays). Min-p then drops tokens
-  // below min_p times the top probability. Before sorting, tokens certainly dropped by either are
-  // removed: with e = exp(x - max), top-p drops e < (1 - top_p) / n * sum (its ascending
-  // cumulative sum is at most n times its own probability) and min-p drops e < min_p. Both are
-  // thresholds on the logit, so the removed tokens all rank below the survivors and their mass
-  // is simply where the ascending cumulative sum starts.
+  // below min_p times the top probability. Sorting the whole vocabulary is avoided: tokens that
+  // are certainly dropped are removed first. For top-p, logits are binned by d = x - max; if the
+  // bins from the bottom up to some bin hold at most (1 - top_p) of the mass, every token in them
+  // has an ascending cumulative sum within that mass, so it is dropped. For min-p, e^d < min_p.
+  // Both are thresholds on the logit, so the removed tokens all rank below the survivors and
+  // their mass is simply where the ascending cumulative sum starts.
   const bool use_top_p = params_.top_p < 1.0f;
   const bool use_min_p = params_.min_p > 0;
-  double sum = 0, removed_mass = 0, cut = 0;
+  constexpr double kBinWidth = 0.25;
+  constexpr int kBins = 256;
+  auto bin_of = [](double d) { return int(std::min(-d * (1 / kBinWidth), double(kBins - 1))); };
+  double sum = 0, removed_mass = 0;
+  int first_dropped_bin = kBins;  // bins >= this one are dropped by top-p
   if (use_top_p) {
-    for (size_t i = 0; i < n; ++i) sum += (prob_[i] = std::exp(double(x[cand_[i]]) - m));
-    cut = (1.0 - double(params_.top_p)) / double(n) * sum * (1 - 1e-9);
+    double bin_mass[kBins] = {};
+    for (size_t i = 0; i < n; ++i) {
+      double d = double(x[cand_[i]]) - m;
+      double e = std::exp(d);
+      prob_[i] = e;
+      sum += e;
+      bin_mass[bin_of(d)] += e;
+    }
+    const double budget = (1.0 - double(params_.top_p)) * sum * (1 - 1e-9);
+    double acc = 0;
+    while (first_dropped_bin > 1 && acc + bin_mass[first_dropped_bin - 1] <= budget)
+      acc += bin_mass[--first_dropped_bin];
   }
-  if (use_min_p) cut = std::max(cut, double(params_.min_p) * (1 - 1e-6));
-  if (cut > 0) {
-    const double log_cut = std::log(cut);
+  const double log_min_p = use_min_p ? std::log(double(params_.min_p) * (1 - 1e-6)) : -INFINITY;
+  if (first_dropped_bin < kBins || use_min_p) {
     size_t w = 0;
     for (size_t i = 0; i < n; ++i) {
       double d = double(x[cand_[i]]) - m;
-      if (d < log_cut && d != 0) {
+      if (d != 0 && (bin_of(d) >= first_dropped_bin || d < log_min_p)) {
         if (use_top_p) removed_mass += prob_[i];
       } else {
         cand_[w++] = cand_[i];

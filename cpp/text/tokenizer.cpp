@@ -191,6 +191,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
     tok.eos_id = id("tokenizer.ggml.eos_token_id");
     tok.unk_id = id("tokenizer.ggml.unknown_token_id");
     tok.pad_id = id("tokenizer.ggml.padding_token_id");
+    tok.set_nfc(true);  // Qwen2's HF tokenizer normalizes to NFC
     return tok;
   } catch (const FormatError& e) {
     std::string msg = e.what();
@@ -266,6 +267,11 @@ void Tokenizer::encode(std::string_view text, bool parse_special, std::vector<in
 
 void Tokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
+  std::string normalized;
+  if (nfc_) {
+    normalized = unicode::nfc(text);
+    text = normalized;
+  }
   for (std::string_view word : pre_tokenize(text)) {
     if (word.size() == 1) {
       out.push_back(byte_token_[uint8_t(word[0])]);

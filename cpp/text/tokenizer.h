@@ -1,7 +1,9 @@
 // Byte-level BPE tokenizer of Qwen2 (MiniCPM-V 2.6's LLM), equivalent to Hugging Face
 // `tokenizers` with: added tokens matched verbatim first, the Qwen2 split regex (implemented by
 // hand over code points, see pre_tokenize), GPT-2 byte-to-unicode mapping, BPE by merge rank.
-// Not done: the NFC normalizer of Qwen2's tokenizer.json (a GGUF carries no normalizer either).
+// Qwen2's HF tokenizer also normalizes text to NFC (transformers' tokenization_qwen2.py sets
+// normalizers.NFC()); a GGUF does not record that and llama.cpp skips it. from_gguf turns NFC on
+// for tokenizer.ggml.pre = "qwen2" (HF parity); the constructor from lists leaves it off.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -30,7 +32,8 @@ class Tokenizer {
   // input before splitting, and decoded as their plain text. Throws FormatError on bad data.
   Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> token_types,
             const std::vector<std::string>& merges);
-  // From the tokenizer.ggml.* keys (model must be "gpt2"); also reads the optional special ids.
+  // From the tokenizer.ggml.* keys (model must be "gpt2", pre "qwen2" or absent); also reads the
+  // optional special ids. NFC is on (see above).
   static Tokenizer from_gguf(const gguf::File& file);
 
   Tokenizer(Tokenizer&&) noexcept;
@@ -59,6 +62,11 @@ class Tokenizer {
   // Special ids from the file (-1 when absent); the model still resolves its own by string.
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
 
+  // Apply Unicode NFC to the text between added tokens before splitting (HF: normalizer NFC,
+  // added tokens with normalized=false).
+  void set_nfc(bool on) { nfc_ = on; }
+  bool nfc() const { return nfc_; }
+
   // The Qwen2 regex split of one run of text without added tokens (exposed for tests).
   std::vector<std::string_view> pre_tokenize(std::string_view text) const;
 
@@ -75,6 +83,7 @@ class Tokenizer {
   };
   std::unordered_map<uint64_t, MergeInfo> merges_;  // (left id << 32 | right id) -> rank, result
   size_t n_merges_ = 0;
+  bool nfc_ = false;
   int32_t byte_token_[256];
   // Added tokens, indexed by first byte, longest first: (id, with parse_special only).
   std::vector<std::pair<int32_t, bool>> added_by_byte_[256];

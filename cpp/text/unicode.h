@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace minicpmv::text::unicode {
@@ -21,6 +22,35 @@ extern const char* const kUnicodeVersion;
 
 // Class of a code point (binary search; ASCII has a fast path).
 CharClass char_class(uint32_t cp);
+
+// NFC tables (see tools/gen_unicode_tables.py).
+struct CccRange {
+  uint32_t first, last;
+  uint8_t ccc;
+};
+struct Decomposition {
+  uint32_t cp;
+  uint16_t offset;  // into kDecompPool
+  uint8_t length;
+};
+struct Composition {
+  uint32_t first, second, composite;
+};
+extern const CccRange kCccRanges[];
+extern const size_t kNumCccRanges;
+extern const Decomposition kDecompositions[];
+extern const size_t kNumDecompositions;
+extern const uint32_t kDecompPool[];
+extern const Composition kCompositions[];
+extern const size_t kNumCompositions;
+
+// Canonical combining class (0 for starters).
+uint8_t combining_class(uint32_t cp);
+
+// Unicode Normalization Form C of UTF-8 text. Invalid bytes are kept as they are and act as
+// starters that compose with nothing. Text without a code point >= U+0300 is returned unchanged
+// (no such character decomposes, combines or composes).
+std::string nfc(std::string_view s);
 
 // Code point returned for a byte that does not start a valid UTF-8 sequence (outside the Unicode
 // range, so it is of class kOther and equal to no real character).

@@ -96,6 +96,20 @@ TEST(invalid_utf8_round_trip) {
   CHECK(unicode::decode_utf8("\xF0\x9F\x98\x80", 0, &len) == 0x1F600 && len == 4);
 }
 
+TEST(nfc) {
+  // e + COMBINING ACUTE (U+0301) composes to U+00E9; Hangul L+V+T composes arithmetically to
+  // U+AC01; marks are reordered by combining class (dot below 220 before acute 230) and then
+  // compose: a + U+0301 + U+0323 -> U+1EA1 (a with dot below) + U+0301.
+  CHECK(unicode::nfc("e\xCC\x81") == "\xC3\xA9");
+  CHECK(unicode::nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8") == "\xEA\xB0\x81");
+  CHECK(unicode::nfc("a\xCC\x81\xCC\xA3") == "\xE1\xBA\xA1\xCC\x81");
+  CHECK(unicode::nfc("plain ascii") == "plain ascii");
+  CHECK(unicode::nfc("\xFF\xCC\x81") == "\xFF\xCC\x81");  // an invalid byte composes with nothing
+  Tokenizer t = toy();
+  t.set_nfc(true);
+  CHECK(t.decode(t.encode("e\xCC\x81")) == "\xC3\xA9");
+}
+
 TEST(detokenizer_holds_partial_utf8) {
   Tokenizer t = toy();
   Detokenizer d(t);

@@ -75,7 +75,7 @@ def mmproj_tensors(w, cfg, wtype="f32", swapped=True):
     return out, stored
 
 
-def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip"):
+def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip", mean=(0.5,) * 3, std=(0.5,) * 3):
     wr = gguf.GGUFWriter(str(path), arch)
     wr.add_bool("clip.has_text_encoder", False)
     wr.add_bool("clip.has_vision_encoder", True)
@@ -94,8 +94,8 @@ def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip
     wr.add_uint32("clip.vision.attention.head_count", cfg["heads"])
     wr.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
     wr.add_uint32("clip.vision.block_count", cfg["layers"])
-    wr.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    wr.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    wr.add_array("clip.vision.image_mean", [float(v) for v in mean])
+    wr.add_array("clip.vision.image_std", [float(v) for v in std])
     wr.add_bool("clip.use_gelu", True)
     for name, (data, raw) in tensors.items():
         if raw is None:
@@ -107,3 +107,51 @@ def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip
     wr.write_tensors_to_file()
     wr.close()
     return str(path)
+
+
+def read_mmproj(path):
+    """(cfg, HF-named float32 weights as the file stores them), read back with gguf-py's reader.
+
+    Independent of the engine's loader: fc1/fc2 are told apart by shape (fc1 maps hidden ->
+    intermediate), in_proj is re-joined from q/k/v, proj is transposed back."""
+    r = gguf.GGUFReader(str(path))
+
+    def field(key):
+        f = r.fields[key]
+        v = f.parts[f.data[0]]
+        return v.tobytes().decode() if f.types[0] == gguf.GGUFValueType.STRING else v[0].item()
+
+    cfg = dict(hidden=field("clip.vision.embedding_length"), intermediate=field("clip.vision.feed_forward_length"),
+               layers=field("clip.vision.block_count"), heads=field("clip.vision.attention.head_count"))
+    t = {}
+    for x in r.tensors:
+        shape = tuple(int(v) for v in reversed(x.shape.tolist()))  # PyTorch order
+        t[x.name] = gguf.quants.dequantize(x.data, x.tensor_type).reshape(shape).astype(np.float32)
+    cfg["embed_dim"] = t["resampler.query"].shape[1]
+    cfg["query_num"] = t["resampler.query"].shape[0]
+
+    w = {"vpm.embeddings.patch_embedding.weight": t["v.patch_embd.weight"],
+         "vpm.embeddings.patch_embedding.bias": t["v.patch_embd.bias"],
+         "vpm.embeddings.position_embedding.weight": t["v.position_embd.weight"],
+         "vpm.post_layernorm.weight": t["v.post_ln.weight"], "vpm.post_layernorm.bias": t["v.post_ln.bias"]}
+    H = cfg["hidden"]
+    for i in range(cfg["layers"]):
+        p, g = f"vpm.encoder.layers.{i}.", f"v.blk.{i}."
+        for hf, gg in [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
+                       ("self_attn.v_proj", "attn_v"), ("self_attn.out_proj", "attn_out"),
+                       ("layer_norm1", "ln1"), ("layer_norm2", "ln2")]:
+            w[p + hf + ".weight"], w[p + hf + ".bias"] = t[g + gg + ".weight"], t[g + gg + ".bias"]
+        down_is_fc1 = t[g + "ffn_down.weight"].shape[1] == H
+        fc1, fc2 = ("ffn_down", "ffn_up") if down_is_fc1 else ("ffn_up", "ffn_down")
+        for hf, gg in [("mlp.fc1", fc1), ("mlp.fc2", fc2)]:
+            w[p + hf + ".weight"], w[p + hf + ".bias"] = t[g + gg + ".weight"], t[g + gg + ".bias"]
+    w["resampler.query"] = t["resampler.query"]
+    w["resampler.kv_proj.weight"] = t["resampler.kv.weight"]
+    w["resampler.attn.in_proj_weight"] = np.concatenate([t[f"resampler.attn.{n}.weight"] for n in "qkv"])
+    w["resampler.attn.in_proj_bias"] = np.concatenate([t[f"resampler.attn.{n}.bias"] for n in "qkv"])
+    w["resampler.attn.out_proj.weight"] = t["resampler.attn.out.weight"]
+    w["resampler.attn.out_proj.bias"] = t["resampler.attn.out.bias"]
+    for ln in ("ln_q", "ln_kv", "ln_post"):
+        w[f"resampler.{ln}.weight"], w[f"resampler.{ln}.bias"] = t[f"resampler.{ln}.weight"], t[f"resampler.{ln}.bias"]
+    w["resampler.proj"] = t["resampler.proj.weight"].T
+    return cfg, w

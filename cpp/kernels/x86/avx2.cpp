@@ -199,6 +199,7 @@ struct Block32Tile {
     for (int t = 0; t < NR; ++t) xa[t] = A8Row(x[t], cols), acc[t] = _mm256_setzero_ps(), corr[t] = 0.f;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = w[0] + b * BS;
+      if ((b & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(blk + 2048), _MM_HINT_T0);  // see avx512.cpp
       const float dw = half(blk);
       if (kType == 2) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
@@ -235,6 +236,7 @@ struct Q4KTile {
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* blk = w[0] + sb * 144;
+      for (int l = 0; l < 144; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + 2048 + l), _MM_HINT_T0);
       const float d = half(blk), dmin = half(blk + 2);
       uint32_t u[3];
       std::memcpy(u, blk + 4, 12);
@@ -280,6 +282,7 @@ struct Q6KTile {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), hm = _mm256_set1_epi8(0x30);
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* blk = w[0] + sb * 210;
+      for (int l = 0; l < 210; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + 2048 + l), _MM_HINT_T0);
       const float d = half(blk + 208);
       const __m128i scv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
       const __m256i sc16 = _mm256_cvtepi8_epi16(scv);

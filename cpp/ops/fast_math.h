@@ -1,0 +1,22 @@
+// Branch-free exp / softmax / GELU-tanh for the vision encoder's hot loops: a 1024-token slice
+// needs ~16M exponentials (softmax) and ~4M tanh (GELU) per block, where libm's scalar calls
+// cost more than the rest of the elementwise work. Written as plain loops the compiler
+// vectorizes for the baseline ISA (no intrinsics); ops.h keeps the libm versions as the
+// reference they are tested against (tests/cpp/test_fast_math.cpp).
+#pragma once
+#include <cstdint>
+
+namespace minicpmv::ops {
+
+// y = e^x elementwise (x == y allowed). Relative error < 4e-7 (~3 ulp) for x in [-87, 88];
+// below -87.3 the result flushes to e^-87.3 ~ 1.2e-38 instead of a denormal/zero.
+void exp_fast(const float* x, float* y, int64_t n);
+
+// In place softmax(scale * x) over n values, scale > 0 (max-subtracted, float32 sums in 8 lanes).
+void softmax_fast(float* x, int64_t n, float scale = 1.0f);
+
+// In place 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tanh from exp_fast.
+// Absolute error < 1e-6 * max(1, |x|).
+void gelu_tanh_fast(float* x, int64_t n);
+
+}  // namespace minicpmv::ops
