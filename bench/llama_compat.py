@@ -34,12 +34,17 @@ def byte_level_vocab(n_vocab):
     byte_tokens = [chr(c) for c in cs]
     letters = "abcdefghijklmnopqrstuvwxyz"
     tokens, merges = list(byte_tokens), []
-    i = 0
+    words = list(letters)  # merged tokens by length: "aa".."zz", then "aaa".., each from prefix + letter
     while len(tokens) < n_vocab - 1:
-        a, b = letters[i // 26 % 26], letters[i % 26]
-        tokens.append(a + b)
-        merges.append(f"{a} {b}")
-        i += 1
+        longer = []
+        for prefix in words:
+            for c in letters:
+                if len(tokens) >= n_vocab - 1:
+                    break
+                tokens.append(prefix + c)
+                merges.append(f"{prefix} {c}")
+                longer.append(prefix + c)
+        words = longer
     tokens.append("<|endoftext|>")
     return tokens, merges
 

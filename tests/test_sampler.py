@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from minicpmv_edge import _core
+import torch
+import transformers.generation.logits_process as lp
 
-torch = pytest.importorskip("torch")
-lp = pytest.importorskip("transformers.generation.logits_process")
+from minicpmv_edge import _core
 
 
 def hf_probs(logits, prev, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0):

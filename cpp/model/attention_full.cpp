@@ -36,11 +36,14 @@ void attention_full(const AttentionShape& s, const float* q, const float* k, con
 
   for (int64_t h = 0; h < s.n_heads; ++h) {
     const int64_t col = h * d;
-    pool.parallel_for(nk, 64, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        std::memcpy(kh + j * d, k + j * s.k_stride + col, sizeof(float) * d);
-        const float* vj = v + j * s.v_stride + col;
-        for (int64_t c = 0; c < d; ++c) vt[c * nk + j] = vj[c];
+    // K_h rows are copies; V_h^T is a transpose, done in tiles of 16 keys so every write fills
+    // whole cache lines of a V^T row.
+    pool.parallel_for((nk + 15) / 16, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t j0 = t * 16, j1 = std::min(nk, j0 + 16);
+        for (int64_t j = j0; j < j1; ++j) std::memcpy(kh + j * d, k + j * s.k_stride + col, sizeof(float) * d);
+        for (int64_t c = 0; c < d; ++c)
+          for (int64_t j = j0; j < j1; ++j) vt[c * nk + j] = v[j * s.v_stride + col + c];
       }
     });
     const kernels::Weight K = kernels::Weight::view(DType::F32, nk, d, kh);

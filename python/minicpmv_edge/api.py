@@ -43,6 +43,8 @@ class Stats:
     n_generated: int = 0
     decode_ms: float = 0.0
     finish_reason: str = ""
+    n_encoded: int = 0         # images run through the vision encoder (the rest came from the cache)
+    tokens: List[int] = field(default_factory=list)  # the generated ids (without the stop token)
 
     @property
     def prefill_tps(self) -> float:
@@ -138,11 +140,13 @@ class MiniCPMV:
     """MiniCPM-V 2.6 on this device. `mmproj=None` gives a text-only model."""
 
     def __init__(self, model, mmproj=None, n_threads: Optional[int] = None, n_ctx: int = 4096,
-                 n_batch: int = 512, verbose: bool = False, image_cache_size: int = 16):
+                 n_batch: int = 512, verbose: bool = False, image_cache_size: int = 16, kv_type: str = "f16"):
         self.model_path, self.mmproj_path = resolve_model_paths(model, mmproj)
         self.verbose = verbose
         nt = int(n_threads) if n_threads else 0
-        self.llm = _core.LLM(self.model_path, n_ctx=int(n_ctx), n_threads=nt, n_batch=int(n_batch))
+        # kv_type "f32" keeps the whole forward in float32 (tests against transformers).
+        self.llm = _core.LLM(self.model_path, n_ctx=int(n_ctx), n_threads=nt, n_batch=int(n_batch),
+                             kv_type=kv_type)
         self.tokenizer = _core.Tokenizer.from_gguf(self.model_path)
         unk = getattr(self.tokenizer, "unk_id", -1)
         self.special = SpecialTokens.from_tokenizer(self.tokenizer.find_token, unk if unk >= 0 else None)
@@ -159,6 +163,7 @@ class MiniCPMV:
         self._image_cache: "OrderedDict[str, Tuple[ImageLayout, np.ndarray]]" = OrderedDict()
         self._image_cache_size = image_cache_size
         self._kv_keys: List[Any] = []  # what each cached position holds (token id or image row key)
+        self.n_images_encoded = 0  # vision encoder runs over the object's life (cache misses)
         self.last_stats = Stats()
 
     # ------------------------------------------------------------------ public surface
@@ -187,6 +192,7 @@ class MiniCPMV:
             self._image_cache.move_to_end(key)
             return hit[0], hit[1], key
         emb, lay = self.vision.encode_image(arr, int(max_slice_nums))
+        self.n_images_encoded += 1
         layout = ImageLayout(grid=tuple(lay["grid"]) if lay["grid"] is not None else None, n_slices=emb.shape[0])
         self._image_cache[key] = (layout, emb)
         while len(self._image_cache) > self._image_cache_size:
@@ -279,6 +285,7 @@ class MiniCPMV:
                 system_prompt: Optional[str], stats: Stats, progress):
         layouts, embeds, keys = [], [], []
         images = [x for m in msgs for x in m.items if not isinstance(x, str)]
+        n_encoded_before = self.n_images_encoded
         t0 = time.perf_counter()
         for k, img in enumerate(images):
             lay, emb, key = self.encode_image(img, max_slice_nums)
@@ -288,6 +295,7 @@ class MiniCPMV:
             if progress:
                 progress(k + 1, len(images))
         stats.encode_ms = (time.perf_counter() - t0) * 1e3
+        stats.n_encoded = self.n_images_encoded - n_encoded_before
         stats.n_images = len(images)
         stats.n_slices = sum(l.n_slices for l in layouts)
         prompt = build_prompt(msgs, layouts, self.tokenize, self.special, self.query_num,
@@ -399,5 +407,6 @@ class MiniCPMV:
                 yield tail
         finally:
             stats.n_generated = len(generated)
+            stats.tokens = list(generated)
             stats.decode_ms = (time.perf_counter() - t0) * 1e3
             self.last_stats = stats

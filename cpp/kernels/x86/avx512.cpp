@@ -86,7 +86,7 @@ void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
       continue;
     }
     int k = 0;  // the first element of largest magnitude keeps its sign (as the scalar twin)
-    while (std::fabs(xb[k]) != amax) ++k;
+    while (k < 255 && std::fabs(xb[k]) != amax) ++k;  // bounded: NaN input must not run off
     const float iscale = -128.f / xb[k];
     const __m512 vs = _mm512_set1_ps(iscale);
     for (int g = 0; g < 16; ++g) {

@@ -69,7 +69,8 @@ def run(args):
     stream = kw.get("num_beams", 1) <= 1
     read = _reader()
     history = []
-    attach = list(args.image)
+    # Paths must be wrapped as image parts: a bare string in a message's content is text.
+    attach = [{"type": "image", "image": p} for p in args.image]
     if args.video:
         attach.append({"type": "video", "video": args.video})
     log("minicpmv-edge chat: /help for commands" + ("" if m.vision else " (text only: no mmproj loaded)"))
@@ -105,7 +106,7 @@ def run(args):
             if not os.path.isfile(path):
                 log(f"no such file: {path}")
                 continue
-            attach.append(path if kind == "/image" else {"type": "video", "video": path})
+            attach.append({"type": "image", "image": path} if kind == "/image" else {"type": "video", "video": path})
             log(f"({kind[1:]} attached to your next message: {path})")
             continue
         if cmd.startswith("/"):

@@ -15,7 +15,8 @@ def add_arguments(p):
 
 
 def build_content(images, video, text):
-    content = list(images)
+    # Paths must be wrapped as image parts: a bare string in a message's content is text.
+    content = [{"type": "image", "image": p} for p in images]
     if video:
         content.append({"type": "video", "video": video})
     content.append(text)
