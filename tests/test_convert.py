@@ -488,6 +488,7 @@ def test_llama_cpp_agrees_on_the_q4_k_m_mix(tmp_path, converted, ck_k):
     need_core_quantize()
     f32 = convert_checkpoint(ck_k, tmp_path, "f32", mmproj=False, progress=False)[0]
     ours = converted(ck_k, "q4_k_m")
+    assert f32.name == "ggml-model-f32.gguf"
     theirs = tmp_path / "llama-cpp-Q4_K_M.gguf"
     _llama_quantize(llama_cpp, f32, theirs, 15)
     _, a = read(ours)

@@ -288,6 +288,21 @@ def test_unswapped_ffn_names_load_the_same(weights, models, tmp_path):
     np.testing.assert_array_equal(enc.encode_patches(p, 5, 7), models["f32"].enc.encode_patches(p, 5, 7))
 
 
+def test_block_count_key_below_blocks_present(weights, models, tmp_path):
+    """llama.cpp's 2.6-era converter writes block_count = 26 next to 27 blocks: every block present
+    runs (as in HF), so such a file gives the same output as a correct one."""
+    tensors, _ = mmproj_fixture.mmproj_tensors(weights, CFG, "f32")
+    path = mmproj_fixture.write_mmproj(tmp_path / "bc.gguf", CFG, tensors, block_count=CFG["layers"] - 1)
+    enc = _core.VisionEncoder(path, n_threads=1)
+    assert enc.config["layers"] == CFG["layers"] and enc.config["declared_layers"] == CFG["layers"] - 1
+    p = random_patches(5, 7, seed=12)
+    np.testing.assert_array_equal(enc.encode_patches(p, 5, 7), models["f32"].enc.encode_patches(p, 5, 7))
+    # a key above the blocks present is a missing tensor
+    path = mmproj_fixture.write_mmproj(tmp_path / "bc3.gguf", CFG, tensors, block_count=CFG["layers"] + 1)
+    with pytest.raises(ValueError, match=rf"v\.blk\.{CFG['layers']}\."):
+        _core.VisionEncoder(path)
+
+
 def test_missing_tensor_is_named(weights, tmp_path):
     tensors, _ = mmproj_fixture.mmproj_tensors(weights, CFG, "f32")
     del tensors["v.blk.1.attn_k.bias"]

@@ -57,6 +57,7 @@ pyb::dict config_dict(const model::Mmproj& m) {
   d["hidden"] = v.hidden;
   d["intermediate"] = v.intermediate;
   d["layers"] = v.n_layers;
+  d["declared_layers"] = m.declared_layers();
   d["heads"] = v.n_heads;
   d["head_dim"] = v.head_dim;
   d["patch_size"] = v.patch_size;

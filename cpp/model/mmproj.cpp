@@ -79,6 +79,11 @@ std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
     fail(f, "clip.vision.embedding_length " + std::to_string(vc.hidden) +
                 " is not a multiple of head_count " + std::to_string(vc.n_heads));
   vc.head_dim = vc.hidden / vc.n_heads;
+  // llama.cpp's 2.6-era converter hard-codes clip.vision.block_count = 26 while writing all 27
+  // blocks (its runtime then ran 26); HF runs every block of the checkpoint (spec 2.2), and the
+  // later converter writes 27. So the blocks present in the file decide, not the key.
+  m->declared_layers_ = vc.n_layers;
+  while (f.find_tensor("v.blk." + std::to_string(vc.n_layers) + ".attn_q.weight") != nullptr) ++vc.n_layers;
   for (int i = 0; i < 3; ++i)
     if (!(vc.image_std[i] != 0.0f)) fail(f, "clip.vision.image_std has a zero entry");
 

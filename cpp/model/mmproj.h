@@ -19,7 +19,7 @@ namespace minicpmv::model {
 struct VisionConfig {
   int64_t hidden = 0;            // clip.vision.embedding_length (1152)
   int64_t intermediate = 0;      // clip.vision.feed_forward_length (4304)
-  int64_t n_layers = 0;          // clip.vision.block_count (27)
+  int64_t n_layers = 0;          // v.blk.N blocks in the file (27); see Mmproj::declared_layers
   int64_t n_heads = 0;           // clip.vision.attention.head_count (16)
   int64_t head_dim = 0;          // hidden / n_heads (72)
   int64_t patch_size = 0;        // clip.vision.patch_size (14)
@@ -77,6 +77,8 @@ class Mmproj {
   const gguf::File& file() const { return *file_; }
   int64_t minicpmv_version() const { return minicpmv_version_; }
   bool ffn_names_swapped() const { return ffn_swapped_; }  // true for llama.cpp's published layout
+  // clip.vision.block_count as written; vision.n_layers counts the blocks present (can be more).
+  int64_t declared_layers() const { return declared_layers_; }
 
   VisionConfig vision;
   ResamplerConfig resampler;
@@ -87,6 +89,7 @@ class Mmproj {
   std::shared_ptr<gguf::File> file_;
   int64_t minicpmv_version_ = 0;
   bool ffn_swapped_ = false;
+  int64_t declared_layers_ = 0;
 };
 
 }  // namespace minicpmv::model

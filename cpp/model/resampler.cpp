@@ -96,7 +96,7 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   prepare_queries(pool);
 
   // kv = LN_kv(x W_kv^T);  kpe = kv + pe (keys only: values get no position)
-  kernels::matmul(R.kv, x, n, kv_.data(), pool);
+  kernels::matmul(R.kv, x, n, k_.data(), pool);  // k_ is free until K: holds x W_kv^T
   table_w_.resize(static_cast<size_t>(w * half));
   table_h_.resize(static_cast<size_t>(h * half));
   sincos_table(w, omega_, table_w_.data());
@@ -104,7 +104,7 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* kv = kv_.data() + i * D;
-      ops::layer_norm(kv, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
+      ops::layer_norm(k_.data() + i * D, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
       float* kpe = kpe_.data() + i * D;
       const float* pw = table_w_.data() + (i % w) * half;
       const float* ph = table_h_.data() + (i / w) * half;
@@ -132,14 +132,14 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   attention_full(s, q_proj_.data(), k_.data(), v_.data(), attn_.data(), pool, attn_scratch_);
 
-  // y = LN_post(attn Wo^T + bo) . P
+  // y = LN_post(attn Wo^T + bo) . P   (the LN output reuses attn_)
   kernels::matmul(R.attn_out, attn_.data(), Q, o_.data(), pool);
   for (int64_t i = 0; i < Q; ++i) {
     float* o = o_.data() + i * D;
     ops::add(o, R.attn_out_b.data(), D);
-    ops::layer_norm(o, R.ln_post_w.data(), R.ln_post_b.data(), o, D, c.eps);
+    ops::layer_norm(o, R.ln_post_w.data(), R.ln_post_b.data(), attn_.data() + i * D, D, c.eps);
   }
-  kernels::matmul(R.proj, o_.data(), Q, out, pool);
+  kernels::matmul(R.proj, attn_.data(), Q, out, pool);
 }
 
 }  // namespace minicpmv::model

@@ -15,7 +15,7 @@ namespace {
 
 constexpr int64_t kRowGrain = 4;  // rows per parallel_for chunk for the row-wise ops
 
-// y[i] = LayerNorm(x[i]) for n rows of d (x == y allowed).
+// y[i] = LayerNorm(x[i]) for n rows of d.
 void layer_norm_rows(const float* x, float* y, int64_t n, int64_t d, const std::vector<float>& w,
                      const std::vector<float>& b, float eps, ThreadPool& pool) {
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {

@@ -258,6 +258,21 @@ class MiniCPMV:
             return gen
         return "".join(gen)
 
+    def prompt_logits(self, messages, max_slice_nums: Optional[int] = None, use_image_id: Optional[bool] = None,
+                      system_prompt: Optional[str] = None) -> Tuple[List[int], np.ndarray]:
+        """(prompt ids, next-token logits) of `messages` exactly as chat() would start generating
+        from them (for checks against a reference). Uses and updates the KV cache like chat()."""
+        msgs, has_video = self._normalize(messages)
+        if use_image_id is None:
+            use_image_id = not has_video
+        if max_slice_nums is None:
+            max_slice_nums = VIDEO_MAX_SLICE_NUMS if has_video else 9
+        stats = Stats()
+        prompt, rows = self._render(msgs, int(max_slice_nums), bool(use_image_id), system_prompt, stats, None)
+        logits = self._prefill(prompt.ids, rows, stats)
+        self.last_stats = stats
+        return list(prompt.ids), logits
+
     # ------------------------------------------------------------------ internals
     def _normalize(self, messages) -> Tuple[List[Message], bool]:
         if isinstance(messages, dict):

@@ -34,7 +34,10 @@ def _open_bytes(data: bytes, what: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return _pil_to_rgb_array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except UnidentifiedImageError:
+        # Pillow's own message names an in-memory BytesIO object, not the file: say it plainly.
+        raise ImageError(f"{what}: not a readable image (unknown or unsupported format)") from None
+    except (OSError, SyntaxError) as e:
         raise ImageError(f"{what}: not a readable image ({e})") from None
 
 

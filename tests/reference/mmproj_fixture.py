@@ -75,7 +75,8 @@ def mmproj_tensors(w, cfg, wtype="f32", swapped=True):
     return out, stored
 
 
-def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip", mean=(0.5,) * 3, std=(0.5,) * 3):
+def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip", mean=(0.5,) * 3, std=(0.5,) * 3,
+                 block_count=None):
     wr = gguf.GGUFWriter(str(path), arch)
     wr.add_bool("clip.has_text_encoder", False)
     wr.add_bool("clip.has_vision_encoder", True)
@@ -93,7 +94,7 @@ def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip
     wr.add_uint32("clip.vision.projection_dim", 0)
     wr.add_uint32("clip.vision.attention.head_count", cfg["heads"])
     wr.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    wr.add_uint32("clip.vision.block_count", cfg["layers"])
+    wr.add_uint32("clip.vision.block_count", cfg["layers"] if block_count is None else block_count)
     wr.add_array("clip.vision.image_mean", [float(v) for v in mean])
     wr.add_array("clip.vision.image_std", [float(v) for v in std])
     wr.add_bool("clip.use_gelu", True)

@@ -131,13 +131,18 @@ struct FloatTile {
   static constexpr int MR = 4;
   template <int NR>
   static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+    tile_range<NR>(cols, 0, cols, w, x, out);
+  }
+  template <int NR>
+  static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
+                         float out[][4]) {
     __m512 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int t = 0; t < NR; ++t) acc[r][t] = _mm512_setzero_ps();
     const float* xf[NR];
     for (int t = 0; t < NR; ++t) xf[t] = reinterpret_cast<const float*>(x[t]);
-    int64_t j = 0;
-    for (; j + 16 <= cols; j += 16) {
+    int64_t j = c0;
+    for (; j + 16 <= c1; j += 16) {
       __m512 wv[MR];
       for (int r = 0; r < MR; ++r) {
         wv[r] = L::load(w[r], j);
@@ -148,8 +153,8 @@ struct FloatTile {
         for (int r = 0; r < MR; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
       }
     }
-    if (j < cols) {
-      const __mmask16 k = static_cast<__mmask16>((1u << (cols - j)) - 1);
+    if (j < c1) {
+      const __mmask16 k = static_cast<__mmask16>((1u << (c1 - j)) - 1);
       __m512 wv[MR];
       for (int r = 0; r < MR; ++r) wv[r] = L::load_tail(w[r], j, k);
       for (int t = 0; t < NR; ++t) {
@@ -296,10 +301,20 @@ inline __m512i reduce16(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
 template <class B>
 struct Block32GroupTile {
   static constexpr int MR = 1;
+  // Prefill K chunk (tiles.h), a multiple of 512 so chunks start on a group. Measured on Zen 4 at
+  // 18944 columns: Q8_0 (34-byte blocks) +25% with 4096-column chunks; Q4_x / Q5_x, the K-quants
+  // and the float tiles ran 10-15% slower chunked, so they keep whole rows (0 = no chunking).
+  static constexpr int64_t kChunk = B::BS > 30 ? 4096 : 0;
   static constexpr int kPrefetch = 2048;
   template <int NR>
   static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
-    const int64_t nb = cols / 32, nb16 = nb & ~int64_t(15);
+    tile_range<NR>(cols, 0, cols, w, x, out);
+  }
+  template <int NR>
+  static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
+                         float out[][4]) {
+    const int64_t nb16 = (cols / 32) & ~int64_t(15);
+    const int64_t b0 = c0 / 32, b1 = c1 / 32, g1 = std::min(b1, nb16) & ~int64_t(15);
     __m512 acc[NR], cacc[NR];
     A8Row xa[NR];
     for (int t = 0; t < NR; ++t) xa[t] = A8Row(x[t], cols), acc[t] = cacc[t] = _mm512_setzero_ps();
@@ -309,7 +324,7 @@ struct Block32GroupTile {
     const __m512i noff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(B::BS));
     const uint8_t* row = w[0];
-    for (int64_t g = 0; g < nb16; g += 16) {
+    for (int64_t g = b0; g < g1; g += 16) {
       const uint8_t* pg = row + g * B::BS;
       // Decode streams the weights from DRAM once: ask for them ~2 KiB ahead of use, which the
       // hardware prefetcher alone does not reach on long rows (measured: +40% on 18944 columns).
@@ -347,8 +362,8 @@ struct Block32GroupTile {
     }
     float corr[NR];
     for (int t = 0; t < NR; ++t) corr[t] = 0.f;
-    for (int64_t b = nb16; b < nb; b += 2) {  // blocks after the last full group, two at a time
-      const bool pair = b + 1 < nb;
+    for (int64_t b = std::max(b0, g1); b < b1; b += 2) {  // blocks after the last full group, in pairs
+      const bool pair = b + 1 < b1;
       const uint8_t* pb = row + b * B::BS;
       const __m512i wv = pair ? B::unpack(pb, pb + B::BS) : _mm512_maskz_mov_epi8(0xFFFFFFFFull, B::unpack(pb, pb));
       const float d0 = half(pb), d1 = pair ? half(pb + B::BS) : 0.f;
@@ -398,7 +413,12 @@ struct Q45KTile {
   static constexpr int BS = kFive ? 176 : 144;
   template <int NR>
   static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
-    const int64_t nsb = cols / 256;
+    tile_range<NR>(cols, 0, cols, w, x, out);
+  }
+  template <int NR>
+  static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
+                         float out[][4]) {
+    const int64_t sb0 = c0 / 256, sb1 = c1 / 256;
     __m512 acc[NR];
     A8KRow xa[NR];
     for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols);
@@ -406,7 +426,7 @@ struct Q45KTile {
     const __m512i zero = _mm512_setzero_si512();
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
     const __m128i dup_idx = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    for (int64_t sb = 0; sb < nsb; ++sb) {
+    for (int64_t sb = sb0; sb < sb1; ++sb) {
       const uint8_t* blk = w[0] + sb * BS;
       for (int l = 0; l < BS; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + 2048 + l), _MM_HINT_T0);
       const float d = half(blk), dmin = half(blk + 2);
@@ -450,7 +470,12 @@ struct Q6KTile {
   static constexpr int MR = 1;
   template <int NR>
   static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
-    const int64_t nsb = cols / 256;
+    tile_range<NR>(cols, 0, cols, w, x, out);
+  }
+  template <int NR>
+  static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
+                         float out[][4]) {
+    const int64_t sb0 = c0 / 256, sb1 = c1 / 256;
     __m512 acc[NR];
     A8KRow xa[NR];
     for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols);
@@ -462,7 +487,7 @@ struct Q6KTile {
     const __m512i shl0 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr1 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
-    for (int64_t sb = 0; sb < nsb; ++sb) {
+    for (int64_t sb = sb0; sb < sb1; ++sb) {
       const uint8_t* blk = w[0] + sb * 210;
       for (int l = 0; l < 210; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + 2048 + l), _MM_HINT_T0);
       const float d = half(blk + 208);

@@ -24,21 +24,24 @@ def add_arguments(p):
 
 
 def _reader():
-    """A line reader with history: prompt_toolkit on a terminal, plain input() otherwise."""
-    if sys.stdin.isatty():
-        try:
-            from prompt_toolkit import PromptSession
-            from prompt_toolkit.history import FileHistory, InMemoryHistory
+    """A line reader with history: prompt_toolkit on a terminal, plain input() otherwise.
+    When stdin is not a terminal (a pipe, a file) no prompts are printed, so that stdout holds
+    only the answers, one after the other."""
+    if not sys.stdin.isatty():
+        return lambda prompt: input().rstrip("\r")  # a script written on Windows ends lines with \r\n
+    try:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-            hist_path = os.path.expanduser("~/.minicpmv_edge_history")
-            try:
-                history = FileHistory(hist_path)
-            except OSError:
-                history = InMemoryHistory()
-            session = PromptSession(history=history)
-            return lambda prompt: session.prompt(prompt)
-        except ImportError:
-            pass
+        hist_path = os.path.expanduser("~/.minicpmv_edge_history")
+        try:
+            history = FileHistory(hist_path)
+        except OSError:
+            history = InMemoryHistory()
+        session = PromptSession(history=history)
+        return lambda prompt: session.prompt(prompt)
+    except ImportError:
+        pass
     try:
         import readline  # noqa: F401  (history and editing for input())
     except ImportError:
@@ -64,6 +67,8 @@ def read_message(read):
 
 
 def run(args):
+    from ..api import ContextLimitError
+
     m = load_model(args, need_vision=bool(args.image or args.video))
     kw = chat_kwargs(args)
     stream = kw.get("num_beams", 1) <= 1
@@ -96,6 +101,9 @@ def run(args):
             attach.clear()
             m.reset()
             log("(new conversation)")
+            continue
+        if cmd in ("/image", "/video"):
+            log(f"usage: {cmd} PATH")
             continue
         if cmd.startswith("/image ") or cmd.startswith("/video "):
             kind, _, path = cmd.partition(" ")
@@ -131,9 +139,15 @@ def run(args):
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             log("(interrupted)")
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, ImportError, RuntimeError) as e:
+            # A bad image or video, a full context...: say it and keep the conversation going.
+            sys.stdout.write("\n" if answer else "")
             log(f"error: {e}")
+            if isinstance(e, ContextLimitError):
+                log("(/reset starts a new conversation)")
             continue
         history = msgs + [{"role": "assistant", "content": "".join(answer).strip()}]
+        if m.last_stats.finish_reason == "context":
+            log(f"warning: the answer was cut short: the context ({m.n_ctx} tokens) is full; /reset starts over")
         if args.verbose:
             log(m.last_stats.line())

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import log
+from ._common import log, non_negative_int, positive_int
 
 DEMO_VERSION = "v1"  # bump when the demo model's shapes or file formats change
 
@@ -20,8 +20,8 @@ def add_arguments(p):
     p.add_argument("--cache-dir", default=None,
                    help="where the demo model is kept (default: $XDG_CACHE_HOME/minicpmv-edge or ~/.cache/minicpmv-edge)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo model even if it is cached")
-    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("-n", "--max-new-tokens", type=int, default=32)
+    p.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: all cores)")
+    p.add_argument("-n", "--max-new-tokens", type=non_negative_int, default=32)
     p.add_argument("--image", default=None, help="use this image instead of the generated one")
     p.add_argument("-p", "--prompt", default="What is the total on this receipt?")
 
@@ -42,17 +42,27 @@ def build_demo_model(root: Path, threads=None, rebuild=False):
     llm, mm = out / "ggml-model-Q4_K_M.gguf", out / "mmproj-model-f16.gguf"
     if llm.exists() and mm.exists() and not rebuild:
         return out
-    hf = root / f"demo-{DEMO_VERSION}-hf"
-    log(f"building the demo model in {out} (once; random weights) ...")
-    t0 = time.perf_counter()
-    make_random_checkpoint(hf, vocab="synthetic", hidden=512, layers=4, heads=4, kv_heads=2, ffn=1536,
-                           vision_hidden=288, vision_layers=4, vision_heads=4, vision_ffn=1152, seed=2024)
-    out.mkdir(parents=True, exist_ok=True)
-    convert_checkpoint(hf, out, quant="q4_k_m", mmproj_type="f16", force=True, threads=threads or 0,
-                       progress=True)
     import shutil
 
-    shutil.rmtree(hf, ignore_errors=True)
+    # Build in a private directory and rename it into place at the end, so that an interrupted
+    # build or two demos started at once never leave (or read) half-written files.
+    work = root / f".demo-{DEMO_VERSION}-build-{os.getpid()}"
+    hf, gguf_dir = work / "hf", work / f"demo-{DEMO_VERSION}"
+    log(f"building the demo model in {out} (once; random weights) ...")
+    t0 = time.perf_counter()
+    try:
+        make_random_checkpoint(hf, vocab="synthetic", hidden=512, layers=4, heads=4, kv_heads=2, ffn=1536,
+                               vision_hidden=288, vision_layers=4, vision_heads=4, vision_ffn=1152, seed=2024)
+        gguf_dir.mkdir(parents=True, exist_ok=True)
+        convert_checkpoint(hf, gguf_dir, quant="q4_k_m", mmproj_type="f16", force=True, threads=threads or 0,
+                           progress=True)
+        if out.exists():
+            if not rebuild and llm.exists() and mm.exists():  # another demo finished first: use its files
+                return out
+            shutil.rmtree(out)
+        os.replace(gguf_dir, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     log(f"built in {time.perf_counter() - t0:.1f} s")
     return out
 
@@ -90,8 +100,9 @@ def run(args):
     t0 = time.perf_counter()
     m = MiniCPMV(str(model_dir), n_threads=args.threads, n_ctx=4096)
     load_ms = (time.perf_counter() - t0) * 1e3
-    image = args.image or receipt_image()
-    size = image.size if hasattr(image, "size") else None
+    # A path must be wrapped as an image part: a bare string in a message's content is text.
+    image = {"type": "image", "image": args.image} if args.image else receipt_image()
+    size = None if args.image else image.size
     print(f"model: {model_dir}  (loaded in {load_ms:.0f} ms)")
     print(f"image: {args.image or 'generated receipt %dx%d' % size}")
     print(f"question: {args.prompt}")

@@ -2,7 +2,7 @@
 The answer goes to stdout; progress and timings to stderr."""
 import sys
 
-from ._common import add_model_args, add_sampling_args, chat_kwargs, load_model, log, progress_printer
+from ._common import add_model_args, add_sampling_args, chat_kwargs, load_model, log, progress_printer, warn_if_cut
 
 
 def add_arguments(p):
@@ -36,7 +36,9 @@ def run(args):
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        print(out)
+        sys.stdout.write(out + "\n")
+    sys.stdout.flush()
+    warn_if_cut(m)
     if args.verbose:
         log(m.last_stats.line())
     return 0
