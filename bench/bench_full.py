@@ -305,7 +305,7 @@ def worker_llm(cfg):
         res["decode_s"] = time.perf_counter() - t0
     res["last_argmax"] = int(np.argmax(logits))
     res["prefill_tps"] = n_prompt / res["prefill_s"]
-    res["decode_tps"] = n_decode / res["decode_s"]
+    res["decode_tps"] = n_decode / res["decode_s"] if n_decode else None
     return res
 
 
@@ -552,19 +552,18 @@ def main(argv=None):
                                         "prompt_tokens": a.prompt_tokens, "decode_tokens": a.decode_tokens}, logdir)
                          for e in engines}
                     raw[f"llm {label} t{t}"] = r
-                    g = {e: r[e].get for e in engines}
                     o, l = r.get("ours", {}), r.get("llama.cpp", {})
                     add(f"prefill {a.prompt_tokens} tok, {label}", t, o.get("prefill_tps"), l.get("prefill_tps"),
                         "tok/s", "higher")
                     add(f"decode {a.decode_tokens} tok, {label}", t, o.get("decode_tps"), l.get("decode_tps"),
-                        "tok/s", "higher")
+                        "tok/s", "higher",
+                        {"same_last_argmax": (o.get("last_argmax") == l.get("last_argmax")) if o and l else None})
                     gbs = {e: (r[e]["decode_tps"] * bpt / 1e9 if "decode_tps" in r.get(e, {}) else None)
                            for e in ("ours", "llama.cpp")}
                     add(f"decode weight GB/s, {label}", t, gbs["ours"], gbs["llama.cpp"], "GB/s", "higher",
                         {"bytes_per_token": bpt,
                          "fraction_of_bandwidth": {e: (v / bw[t] if v else None) for e, v in gbs.items()}})
                     add(f"peak RSS llm-only {label}", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"), "MB", "lower")
-                    del g
         if "vision" in only:
             for mm_name, mm in (("f16", MMPROJ_F16), ("q8_0", MMPROJ_Q8)):
                 r = {e: run_worker({"task": "vision", "engine": e, "label": f"mmproj-{mm_name}", "threads": t,
@@ -604,6 +603,8 @@ def main(argv=None):
             fb = r["fraction_of_bandwidth"]
             print(f"{'':{w}s}       of bandwidth: ours {fmt(fb['ours'])}, llama.cpp {fmt(fb['llama.cpp'])}"
                   f"  ({r['bytes_per_token'] / 1e9:.2f} GB weights/token)")
+        if r.get("same_last_argmax") is not None:
+            print(f"{'':{w}s}       both engines' argmax after the last decode step agree: {r['same_last_argmax']}")
         if "n_pos" in r:
             print(f"{'':{w}s}       positions {r['n_pos']}, image chunks {r['n_slices']}")
     for q, c in results.get("files", {}).items():

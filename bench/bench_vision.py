@@ -37,6 +37,8 @@ def write_random_mmproj(path, layers, wtype, seed=0):
                  ("block_count", layers)]:
         wr.add_uint32("clip.vision." + k, v)
     wr.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    wr.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    wr.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
 
     def mat(name, rows, cols, shape=None):
         a = (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols))
@@ -76,6 +78,8 @@ def write_random_mmproj(path, layers, wtype, seed=0):
         vec(f"resampler.{n}.weight", D, 1.0)
         vec(f"resampler.{n}.bias", D)
     mat("resampler.proj.weight", D, D)
+    # unused by both runtimes, but llama.cpp's loader requires it
+    wr.add_tensor("resampler.pos_embed_k", np.zeros((4900, D), np.float32))
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "What is in the image?"
 
 
@@ -128,7 +128,11 @@ def media(work):
 
 @pytest.fixture(scope="module")
 def videos(media):
-    cv2 = pytest.importorskip("cv2")
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    require(cv2 is not None, "OpenCV (pip install opencv-python-headless) for the video tests")
     path, empty = media / "clip.avi", media / "empty.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (64, 48))
     assert w.isOpened()
@@ -177,8 +181,7 @@ def test_version_help_and_usage_errors():
 
 def test_console_script():
     exe = shutil.which("minicpmv-edge") or str(Path(sys.executable).parent / "minicpmv-edge")
-    if not os.path.exists(exe):
-        pytest.skip("the minicpmv-edge console script is not installed in this environment")
+    require(os.path.exists(exe), "the minicpmv-edge console script (pip install -e .)")
     r = subprocess.run([exe, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("minicpmv-edge "), r.stderr
 
@@ -300,6 +303,15 @@ def test_generate_matches_api(llm_file):
     r = cli("generate", "-m", llm_file, "-p", "Once upon a time", "--seed", "3", "-n", "8")
     assert_ok(r)
     assert answer_of(r) == m.generate("Once upon a time", seed=3, max_new_tokens=8)
+    # A context exactly as long as the prompt: the answer is cut after one token, and the CLI says so.
+    n = len(m.tokenize("Once upon a time"))
+    short = MiniCPMV(str(llm_file), n_ctx=n)
+    expected = short.generate("Once upon a time", greedy=True, max_new_tokens=50)
+    assert short.last_stats.finish_reason == "context"
+    r = cli("generate", "-m", llm_file, "-p", "Once upon a time", "--greedy", "-n", "50", "-c", n)
+    assert_ok(r)
+    assert answer_of(r) == expected
+    assert "warning: the answer was cut short" in r.err and "--ctx" in r.err, r.err
 
 
 # ----------------------------------------------------------------------------- chat
@@ -439,9 +451,29 @@ def test_chat_on_a_terminal(model_dir, api, tmp_path):
     assert (tmp_path / ".minicpmv_edge_history").read_text().count("hello") == 1
 
 
+def test_chat_typed_on_a_terminal_answers_to_a_file(model_dir, api):
+    """`chat > answers.txt` at a terminal: the prompts go to stderr, stdout holds only the answers."""
+    import pty
+
+    api.reset()
+    expected = api.chat([{"role": "user", "content": "hello"}], sampling=False, num_beams=1, max_new_tokens=4)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "minicpmv_edge", "chat", "-m", str(model_dir), "--greedy",
+                              "-n", "4"], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        os.write(master, b"hello\n/quit\n")
+        out, err = p.communicate(timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert p.returncode == 0, err.decode()
+    assert out.decode() == expected + "\n"
+    assert err.decode().count(">>> ") == 2 and "Traceback" not in err.decode()
+
+
 # ----------------------------------------------------------------------------- inspect, convert
 def test_inspect_smoke(llm_file):
-    gguf = pytest.importorskip("gguf")
+    import gguf
     r = cli("inspect", llm_file)
     assert_ok(r)
     reader = gguf.GGUFReader(str(llm_file))  # independent reader: gguf-py

@@ -216,8 +216,12 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
     while (grain > 4 && (rows + grain - 1) / grain < 4 * nth) grain = std::max<int64_t>(4, (grain / 2) & ~int64_t(3));
   }
   auto run_rows = [&](int64_t b, int64_t e) { gemm(cols, w + b * ws, ws, e - b, xq, xs, n, Y + b, rows); };
-  if (nth == 1 || rows <= grain) run_rows(0, rows);
-  else pool.parallel_for(rows, grain, run_rows);
+  if (nth == 1 || rows <= grain) {
+    // still block by block: in prefill the block is what keeps the weights in L2 across tokens
+    for (int64_t b = 0; b < rows; b += grain) run_rows(b, std::min(rows, b + grain));
+  } else {
+    pool.parallel_for(rows, grain, run_rows);
+  }
 }
 
 }  // namespace kernels

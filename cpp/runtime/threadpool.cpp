@@ -50,7 +50,10 @@ void ThreadPool::worker(int ith) {
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < kSpinRounds; ++spin) {
-      MCV_PAUSE();
+      if (spin < kSpinRounds / 2)
+        MCV_PAUSE();
+      else
+        std::this_thread::yield();
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -89,7 +92,14 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   } catch (...) {
     err = std::current_exception();
   }
-  while (pending_.load(std::memory_order_acquire) != 0) MCV_PAUSE();
+  // Wait for the workers; yield after a while so that an oversubscribed machine (more runnable
+  // threads than cores) lets a descheduled worker finish instead of burning our time slice.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < kSpinRounds)
+      MCV_PAUSE();
+    else
+      std::this_thread::yield();
+  }
   job_ = nullptr;
   if (!err && worker_error_) err = worker_error_;
   worker_error_ = nullptr;

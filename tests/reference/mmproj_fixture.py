@@ -76,7 +76,9 @@ def mmproj_tensors(w, cfg, wtype="f32", swapped=True):
 
 
 def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip", mean=(0.5,) * 3, std=(0.5,) * 3,
-                 block_count=None):
+                 block_count=None, pos_embed_k=False):
+    """pos_embed_k: also write resampler.pos_embed_k (the 70x70 sin-cos table llama.cpp's converter
+    stores and its loader requires, though neither runtime reads it)."""
     wr = gguf.GGUFWriter(str(path), arch)
     wr.add_bool("clip.has_text_encoder", False)
     wr.add_bool("clip.has_vision_encoder", True)
@@ -98,6 +100,9 @@ def write_mmproj(path, cfg, tensors, wtype="f32", query_num_key=True, arch="clip
     wr.add_array("clip.vision.image_mean", [float(v) for v in mean])
     wr.add_array("clip.vision.image_std", [float(v) for v in std])
     wr.add_bool("clip.use_gelu", True)
+    if pos_embed_k:
+        from vision_ref import sincos_pos_embed
+        wr.add_tensor("resampler.pos_embed_k", sincos_pos_embed(70, 70, cfg["embed_dim"]))
     for name, (data, raw) in tensors.items():
         if raw is None:
             wr.add_tensor(name, data)

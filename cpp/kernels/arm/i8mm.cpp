@@ -48,9 +48,9 @@ struct MmlaTile {
   static constexpr int MR = 2;
   static constexpr int BS = kType == 0 ? 18 : 34;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     if (NR == 1) {  // one token: smmla would waste half of its work
-      float o0[1][4], o1[1][4];
+      float o0[1][kTileTokens], o1[1][kTileTokens];
       Block32Tile<DotProd, kType>::template tile<1>(cols, w, x, o0);
       Block32Tile<DotProd, kType>::template tile<1>(cols, w + 1, x, o1);
       out[0][0] = o0[0][0];

@@ -106,7 +106,7 @@ template <class L>
 struct FloatTile {
   static constexpr int MR = 4;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     float32x4_t acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int t = 0; t < NR; ++t) acc[r][t] = vdupq_n_f32(0.f);
@@ -137,7 +137,7 @@ struct Block32Tile {
   static constexpr int MR = 1;
   static constexpr int BS = kType == 0 ? 18 : kType == 1 ? 20 : 34;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nb = cols / 32;
     float32x4_t acc[NR];
     float corr[NR];
@@ -175,7 +175,7 @@ template <class D>
 struct Q4KTile {
   static constexpr int MR = 1;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nsb = cols / 256;
     float32x4_t acc[NR];
     float corr[NR];
@@ -223,7 +223,7 @@ template <class D>
 struct Q6KTile {
   static constexpr int MR = 1;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nsb = cols / 256;
     float32x4_t acc[NR];
     A8KRow xa[NR];

@@ -139,7 +139,7 @@ template <class L, DType kType>
 struct FloatTile {
   static constexpr int MR = 2;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     __m256 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int t = 0; t < NR; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -191,7 +191,7 @@ struct Block32Tile {
   static constexpr int MR = 1;
   static constexpr int BS = kType == 0 ? 18 : kType == 1 ? 20 : 34;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nb = cols / 32;
     __m256 acc[NR];
     float corr[NR];
@@ -228,7 +228,7 @@ struct Block32Tile {
 struct Q4KTile {
   static constexpr int MR = 1;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nsb = cols / 256;
     __m256 acc[NR];
     A8KRow xa[NR];
@@ -274,7 +274,7 @@ struct Q4KTile {
 struct Q6KTile {
   static constexpr int MR = 1;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     const int64_t nsb = cols / 256;
     __m256 acc[NR];
     A8KRow xa[NR];

@@ -130,12 +130,12 @@ template <class L>
 struct FloatTile {
   static constexpr int MR = 4;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
-    tile_range<NR>(cols, 0, cols, w, x, out);
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
+    tile_range<NR>(cols, 0, cols, w, x, out);  // (column ranges: for K-splitting, tried, not used)
   }
   template <int NR>
   static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
-                         float out[][4]) {
+                         float out[][kTileTokens]) {
     __m512 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int t = 0; t < NR; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -301,18 +301,14 @@ inline __m512i reduce16(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
 template <class B>
 struct Block32GroupTile {
   static constexpr int MR = 1;
-  // Prefill K chunk (tiles.h), a multiple of 512 so chunks start on a group. Measured on Zen 4 at
-  // 18944 columns: Q8_0 (34-byte blocks) +25% with 4096-column chunks; Q4_x / Q5_x, the K-quants
-  // and the float tiles ran 10-15% slower chunked, so they keep whole rows (0 = no chunking).
-  static constexpr int64_t kChunk = B::BS > 30 ? 4096 : 0;
   static constexpr int kPrefetch = 2048;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     tile_range<NR>(cols, 0, cols, w, x, out);
   }
   template <int NR>
   static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
-                         float out[][4]) {
+                         float out[][kTileTokens]) {
     const int64_t nb16 = (cols / 32) & ~int64_t(15);
     const int64_t b0 = c0 / 32, b1 = c1 / 32, g1 = std::min(b1, nb16) & ~int64_t(15);
     __m512 acc[NR], cacc[NR];
@@ -410,14 +406,15 @@ inline __m128i q6_scale_idx(int c) {  // 4 lanes per 16-element sub-block 4c..4c
 template <bool kFive>
 struct Q45KTile {
   static constexpr int MR = 1;
+  static constexpr int kTokens = 8;  // 8 isum + 8 acc zmm: the unpacked weights feed 8 tokens
   static constexpr int BS = kFive ? 176 : 144;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     tile_range<NR>(cols, 0, cols, w, x, out);
   }
   template <int NR>
   static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
-                         float out[][4]) {
+                         float out[][kTileTokens]) {
     const int64_t sb0 = c0 / 256, sb1 = c1 / 256;
     __m512 acc[NR];
     A8KRow xa[NR];
@@ -468,13 +465,14 @@ struct Q45KTile {
 
 struct Q6KTile {
   static constexpr int MR = 1;
+  static constexpr int kTokens = 8;
   template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][4]) {
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
     tile_range<NR>(cols, 0, cols, w, x, out);
   }
   template <int NR>
   static void tile_range(int64_t cols, int64_t c0, int64_t c1, const uint8_t* const* w, const uint8_t* const* x,
-                         float out[][4]) {
+                         float out[][kTileTokens]) {
     const int64_t sb0 = c0 / 256, sb1 = c1 / 256;
     __m512 acc[NR];
     A8KRow xa[NR];

@@ -29,6 +29,13 @@ def _reader():
     only the answers, one after the other."""
     if not sys.stdin.isatty():
         return lambda prompt: input().rstrip("\r")  # a script written on Windows ends lines with \r\n
+    if not sys.stdout.isatty():  # `chat > answers.txt`: prompts on the terminal, answers in the file
+
+        def read(prompt):
+            sys.stderr.write(prompt)
+            sys.stderr.flush()
+            return input()
+        return read
     try:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
@@ -139,6 +146,8 @@ def run(args):
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             log("(interrupted)")
+        except BrokenPipeError:
+            raise  # the reader of stdout is gone: nothing more to say (cli.main ends quietly)
         except (ValueError, OSError, ImportError, RuntimeError) as e:
             # A bad image or video, a full context...: say it and keep the conversation going.
             sys.stdout.write("\n" if answer else "")
