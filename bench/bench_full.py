@@ -503,6 +503,7 @@ def main(argv=None):
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the vision slice (after 1 warm-up)")
     ap.add_argument("--build-threads", type=int, default=2)
+    ap.add_argument("--no-build", action="store_true", help="do not build missing model files; skip what is missing")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
@@ -517,7 +518,8 @@ def main(argv=None):
     logdir = cache / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    ensure_models(cache, a.build_threads)
+    if not a.no_build:
+        ensure_models(cache, a.build_threads)
 
     results = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "date_utc": time.strftime(
         "%Y-%m-%d %H:%M:%S", time.gmtime()), "load_at_start": loadavg(), "threads": threads,
@@ -547,6 +549,9 @@ def main(argv=None):
                 for q in [q.strip() for q in a.quants.split(",") if q.strip()]:
                     label = f"{src}-{q}"
                     path = cache / LLM_FILES[label]
+                    if not path.exists():
+                        log(f"  (skipping {label}: {path} is missing)")
+                        continue
                     bpt = gguf_summary(path)["decode_bytes_per_token"]
                     r = {e: run_worker({"task": "llm", "engine": e, "label": label, "model": str(path), "threads": t,
                                         "prompt_tokens": a.prompt_tokens, "decode_tokens": a.decode_tokens}, logdir)
@@ -566,6 +571,9 @@ def main(argv=None):
                     add(f"peak RSS llm-only {label}", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"), "MB", "lower")
         if "vision" in only:
             for mm_name, mm in (("f16", MMPROJ_F16), ("q8_0", MMPROJ_Q8)):
+                if not (cache / mm).exists():
+                    log(f"  (skipping mmproj {mm_name}: missing)")
+                    continue
                 r = {e: run_worker({"task": "vision", "engine": e, "label": f"mmproj-{mm_name}", "threads": t,
                                     "mmproj": str(cache / mm), "model": q4km, "reps": a.reps}, logdir)
                      for e in engines}

@@ -94,11 +94,18 @@ def main():
     ap.add_argument("--grid", default="32x32", help="patch grid h x w (32x32 = a 448x448 slice)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--weights", default="auto", choices=["auto", "native", "q8_0"],
+                    help="VisionEncoder weights option (auto: q8_0 at load for f16/f32 files on int8 CPUs)")
+    ap.add_argument("--accuracy", action="store_true",
+                    help="instead of timing: rel. RMS of the [64, embed] output of f16 / q8_0 paths vs the "
+                         "f32 path on a random f32 file at the real widths")
     args = ap.parse_args()
 
     from minicpmv_edge import _core
 
     h, w = (int(v) for v in args.grid.lower().split("x"))
+    if args.accuracy:
+        return accuracy(args, h, w)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.mmproj
         if path is None:
@@ -106,7 +113,9 @@ def main():
             t0 = time.perf_counter()
             write_random_mmproj(path, args.layers, args.wtype)
             print(f"wrote random mmproj ({args.layers} blocks, {args.wtype}) in {time.perf_counter() - t0:.1f} s")
-        enc = _core.VisionEncoder(path, n_threads=args.threads)
+        t0 = time.perf_counter()
+        enc = _core.VisionEncoder(path, n_threads=args.threads, weights=args.weights)
+        print(f"loaded ({args.weights} -> {enc.weight_format}) in {time.perf_counter() - t0:.1f} s")
         cfg = enc.config
         patches = np.random.default_rng(0).uniform(-1, 1, (h * w, 588)).astype(np.float32)
         enc.encode_patches(patches, h, w)  # warm-up: page in the weights, size the buffers
@@ -130,6 +139,33 @@ def main():
         if cfg["layers"] != REAL["layers"]:
             est = per_block * REAL["layers"] + t_res
             print(f"  estimated 27-block slice: {est:.2f} s")
+
+
+def accuracy(args, h, w):
+    """Final-output error of the f16 file and of the q8_0 conversion, relative to the f32 kernels."""
+    from minicpmv_edge import _core
+
+    patches = np.random.default_rng(0).uniform(-1, 1, (h * w, 588)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {}
+        for wtype in ("f32", "f16"):
+            path = os.path.join(tmp, f"mmproj-random-{wtype}.gguf")
+            write_random_mmproj(path, args.layers, wtype)
+            for weights in ("native", "q8_0"):
+                enc = _core.VisionEncoder(path, n_threads=args.threads, weights=weights)
+                hidden = enc.vision_tower(patches, h, w)
+                outs[(wtype, weights)] = (hidden, enc.resample(hidden, h, w))
+                del enc
+    ref_hidden, ref = outs[("f32", "native")]
+
+    def rel_rms(a, b):
+        return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))
+
+    print(f"random real-width model, {args.layers} blocks, grid {h}x{w}: rel. RMS vs f32 native")
+    for key, (hid, out) in outs.items():
+        if key != ("f32", "native"):
+            print(f"  {key[0]} file, weights={key[1]:6s}: tower {rel_rms(hid, ref_hidden):.2e}  "
+                  f"final [64, embed] {rel_rms(out, ref):.2e}")
 
 
 if __name__ == "__main__":

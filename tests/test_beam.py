@@ -81,7 +81,8 @@ def eosy(tiny_checkpoint_dir, tmp_path_factory):
 
 def check(ref, model, messages, **opts):
     ids, embeds = ref.prepare(messages)
-    expected = ref.beam_search(embeds, opts.get("max_new_tokens", N_NEW),
+    expected = ref.beam_search(embeds, opts.get("max_new_tokens", N_NEW), num_beams=opts.get("num_beams", 3),
+                               repetition_penalty=opts.get("repetition_penalty", 1.2),
                                min_new_tokens=opts.get("min_new_tokens", 0))
     answer = model.chat(messages, **{**BEAM, **opts})
     assert model.last_stats.tokens == expected
@@ -111,6 +112,9 @@ def test_terminators_finish_hypotheses(eosy):
     # min_new_tokens masks the terminators for the first steps (HF MinNewTokensLengthLogitsProcessor).
     st = check(ref, model, [{"role": "user", "content": "Tell me a story about a cat."}], min_new_tokens=5)
     assert st.n_generated >= 5
+    # Other beam counts and penalties follow the same rules.
+    check(ref, model, [{"role": "user", "content": "Write a poem."}], num_beams=4, repetition_penalty=1.5)
+    check(ref, model, [{"role": "user", "content": "Hi"}], num_beams=2, repetition_penalty=1.0)
 
 
 def test_fork_and_copy_from(plain, tiny_f32):
@@ -139,3 +143,28 @@ def test_fork_and_copy_from(plain, tiny_f32):
     other = _core.LLM(str(tiny_f32[0]), n_ctx=64, n_threads=2, kv_type="f32")
     with pytest.raises(ValueError, match="different models"):
         other.copy_from(llm)
+    # An f16 cache is copied bit for bit: the fork continues exactly as the original would.
+    h = _core.LLM(str(tiny_f32[0]), n_ctx=32, n_threads=2, kv_type="f16")
+    h.eval(np.asarray(ids, np.int32))
+    hf = h.fork()
+    assert np.array_equal(h.eval(np.asarray([17, 18], np.int32)), hf.eval(np.asarray([17, 18], np.int32)))
+    hf.eval(np.asarray([3], np.int32))
+    h.copy_from(hf, len(ids))
+    assert np.array_equal(h.eval(np.asarray([4], np.int32)), hf.eval(np.asarray([4], np.int32)))
+
+
+def test_greedy_terminators_and_min_new_tokens(eosy):
+    # The same terminator-prone model through the greedy path: it stops on a terminator, and
+    # min_new_tokens masks them as HF's MinNewTokensLengthLogitsProcessor does.
+    ref, model = eosy
+    msgs = [{"role": "user", "content": "Tell me a story about a cat."}]
+    ids, embeds = ref.prepare(msgs)
+    greedy = dict(sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=N_NEW)
+    model.chat(msgs, **greedy)
+    assert model.last_stats.tokens == ref.greedy(embeds, N_NEW)
+    assert model.last_stats.finish_reason == "stop" and model.last_stats.n_generated < N_NEW
+    n_min = model.last_stats.n_generated + 3
+    model.chat(msgs, min_new_tokens=n_min, **greedy)
+    expected = ref.generate(embeds, N_NEW, do_sample=False, num_beams=1, repetition_penalty=1.0,
+                            min_new_tokens=n_min)
+    assert model.last_stats.tokens == expected and len(expected) >= n_min

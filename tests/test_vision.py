@@ -40,11 +40,15 @@ def weights():
 
 
 class Model:
-    """One mmproj file + the float64 references built from the weights it stores."""
+    """One mmproj file + the float64 references built from the weights it stores.
+
+    weights="native": these tests check the kernels of each stored type against references that
+    use exactly the stored weights (the default "auto" may convert f16/f32 to q8_0 at load;
+    tests/test_vision_perf.py checks that conversion)."""
 
     def __init__(self, path, stored):
         self.path = path
-        self.enc = _core.VisionEncoder(path, n_threads=2)
+        self.enc = _core.VisionEncoder(path, n_threads=2, weights="native")
         self.tower = vision_ref.build_tower(CFG, stored)
         self.resampler = vision_ref.build_resampler(CFG, stored)
 
@@ -219,7 +223,7 @@ def test_encode_image_uses_the_files_mean_std(weights, tmp_path):
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     tensors, stored = mmproj_fixture.mmproj_tensors(weights, CFG, "f32")
     path = mmproj_fixture.write_mmproj(tmp_path / "clipnorm.gguf", CFG, tensors, mean=mean, std=std)
-    enc = _core.VisionEncoder(path, n_threads=2)
+    enc = _core.VisionEncoder(path, n_threads=2, weights="native")
     assert np.allclose(enc.config["image_mean"], mean) and np.allclose(enc.config["image_std"], std)
     img = np.random.default_rng(11).integers(0, 256, (100, 150, 3), dtype=np.uint8)
     out, layout = enc.encode_image(img)
@@ -256,7 +260,7 @@ def test_converted_checkpoint_matches_reference(converted, wtype):
     with 1 head) read by the engine vs the references on the weights read back by gguf-py.
     Tolerances as in TOL, relative to the output scale (these weights are std 0.02)."""
     cfg, stored = mmproj_fixture.read_mmproj(converted[wtype])
-    enc = _core.VisionEncoder(str(converted[wtype]), n_threads=2)
+    enc = _core.VisionEncoder(str(converted[wtype]), n_threads=2, weights="native")
     c = enc.config
     assert (c["hidden"], c["layers"], c["heads"], c["embed_dim"], c["query_num"]) == (
         cfg["hidden"], cfg["layers"], cfg["heads"], cfg["embed_dim"], cfg["query_num"])
@@ -282,7 +286,7 @@ def test_converted_checkpoint_matches_reference(converted, wtype):
 def test_unswapped_ffn_names_load_the_same(weights, models, tmp_path):
     tensors, _ = mmproj_fixture.mmproj_tensors(weights, CFG, "f32", swapped=False)
     path = mmproj_fixture.write_mmproj(tmp_path / "plain.gguf", CFG, tensors, query_num_key=False)
-    enc = _core.VisionEncoder(path, n_threads=1)
+    enc = _core.VisionEncoder(path, n_threads=1, weights="native")
     assert not enc.config["ffn_names_swapped"] and enc.config["query_num"] == CFG["query_num"]
     p = random_patches(5, 7, seed=9)
     np.testing.assert_array_equal(enc.encode_patches(p, 5, 7), models["f32"].enc.encode_patches(p, 5, 7))
@@ -293,7 +297,7 @@ def test_block_count_key_below_blocks_present(weights, models, tmp_path):
     runs (as in HF), so such a file gives the same output as a correct one."""
     tensors, _ = mmproj_fixture.mmproj_tensors(weights, CFG, "f32")
     path = mmproj_fixture.write_mmproj(tmp_path / "bc.gguf", CFG, tensors, block_count=CFG["layers"] - 1)
-    enc = _core.VisionEncoder(path, n_threads=1)
+    enc = _core.VisionEncoder(path, n_threads=1, weights="native")
     assert enc.config["layers"] == CFG["layers"] and enc.config["declared_layers"] == CFG["layers"] - 1
     p = random_patches(5, 7, seed=12)
     np.testing.assert_array_equal(enc.encode_patches(p, 5, 7), models["f32"].enc.encode_patches(p, 5, 7))

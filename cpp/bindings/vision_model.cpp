@@ -100,7 +100,15 @@ void bind_vision_model(pyb::module_& m) {
 
   pyb::class_<VisionEncoder>(m, "VisionEncoder",
                              "SigLIP navit tower + perceiver resampler of MiniCPM-V 2.6 from an mmproj GGUF.")
-      .def(pyb::init<const std::string&, int>(), pyb::arg("mmproj_path"), pyb::arg("n_threads") = 0)
+      .def(pyb::init([](const std::string& path, int n_threads, const std::string& weights) {
+             pyb::gil_scoped_release nogil;  // the q8_0 conversion takes a while for a full tower
+             return std::make_unique<VisionEncoder>(path, n_threads, weights);
+           }),
+           pyb::arg("mmproj_path"), pyb::arg("n_threads") = 0, pyb::arg("weights") = "native",
+           "weights: 'native' (as stored; the default), 'q8_0' (f16/f32 matrices quantized to Q8_0 at load: "
+           "int8 kernels, ~1e-2 relative error) or 'auto' (q8_0 when the CPU has fast int8 dot products).")
+      .def_property_readonly("weight_format",
+                             [](const VisionEncoder& e) { return model::weight_format_name(e.mmproj().weight_format()); })
       .def_property_readonly("config", [](const VisionEncoder& e) { return config_dict(e.mmproj()); })
       .def(
           "encode_patches",

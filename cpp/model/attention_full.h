@@ -19,9 +19,9 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
-// Both products run in kernels::matmul (f32), parallel over the pool. `scratch` holds the packed
-// head and a score block of at most ~4 MiB; it grows on the first call for a larger n_kv and is
-// reused afterwards.
+// Both products run in kernels::matmul (f32), one task per (head, block of 64 query rows) spread
+// over the pool. `scratch` holds every head's packed K_h and V_h^T (2 * n_kv * n_heads * head_dim
+// floats); it grows on the first call for a larger n_kv and is reused afterwards.
 void attention_full(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                     ThreadPool& pool, std::vector<float>& scratch);
 

@@ -1,9 +1,12 @@
 #include "model/mmproj.h"
 
+#include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "minicpmv/error.h"
 #include "quant/quant.h"
+#include "runtime/threadpool.h"
 
 namespace minicpmv::model {
 namespace {
@@ -189,6 +192,96 @@ std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
   r.attn_out_b = load_vector(f, "resampler.attn.out.bias", D);
   r.proj = load_matrix(f, "resampler.proj.weight", D, D);
   return m;
+}
+
+WeightFormat weight_format_from_name(const std::string& name) {
+  if (name == "auto") return WeightFormat::Auto;
+  if (name == "native") return WeightFormat::Native;
+  if (name == "q8_0") return WeightFormat::Q8_0;
+  throw InvalidArgument("weights='" + name + "': expected 'auto', 'native' or 'q8_0'");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Auto: return "auto";
+    case WeightFormat::Native: return "native";
+    case WeightFormat::Q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+std::vector<Mmproj::Matrix> Mmproj::matrices() {
+  std::vector<Matrix> out;
+  for (VisionLayerWeights& L : v.layers) {
+    for (kernels::Weight* w : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_fc1}) out.push_back({w, false});
+    out.push_back({&L.ffn_fc2, true});  // 4304 wide: the tower pads its input rows (siglip.cpp)
+  }
+  for (kernels::Weight* w : {&r.kv, &r.attn_q, &r.attn_k, &r.attn_v, &r.attn_out, &r.proj}) out.push_back({w, false});
+  return out;
+}
+
+namespace {
+
+bool float_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+}  // namespace
+
+WeightFormat Mmproj::resolve(WeightFormat requested) const {
+  if (requested != WeightFormat::Auto) return requested;
+  const kernels::Isa isa = kernels::active_isa();
+  const bool fast_int8 = isa == kernels::Isa::Avx512 || isa == kernels::Isa::Dotprod || isa == kernels::Isa::I8mm;
+  bool any_float = false;
+  for (const VisionLayerWeights& L : v.layers)
+    for (const kernels::Weight* w : {&L.attn_q, &L.attn_out, &L.ffn_fc1, &L.ffn_fc2}) any_float = any_float || float_type(w->type());
+  any_float = any_float || float_type(r.attn_k.type());
+  return fast_int8 && any_float ? WeightFormat::Q8_0 : WeightFormat::Native;
+}
+
+// Accuracy (bench/bench_vision.py --accuracy, tests/test_vision_perf.py): Q8_0 weights AND the
+// int8 activations the Q8_0 kernels use cost, relative to the f32 path, ~ACCURACY_NOTE of the
+// final [64, embed] output's RMS; gguf-py's own q8_0 files do the same (same quantizer, bit-exact).
+int64_t Mmproj::convert_matrices_q8_0(ThreadPool& pool) {
+  const File& f = *file_;
+  std::unordered_map<const void*, const TensorInfo*> by_data;
+  for (const TensorInfo& t : f.tensors()) by_data[t.data] = &t;
+  const int64_t bs = type_traits(DType::Q8_0).block_size;
+  std::vector<float> tmp;  // one matrix in f32 (at most 3584 x 3584: 51 MB)
+  int64_t converted = 0;
+  std::unordered_map<const void*, const void*> done;  // one source viewed twice: convert once
+  for (const Matrix& m : matrices()) {
+    kernels::Weight* w = m.weight;
+    if (!float_type(w->type())) continue;
+    const int64_t rows = w->rows(), cols = w->cols();
+    const int64_t padded = (cols + bs - 1) / bs * bs;  // zero columns up to a whole block
+    if (padded != cols && !m.may_pad) continue;
+    const void* src = w->data();
+    auto it = done.find(src);
+    if (it == done.end()) {
+      tmp.assign(static_cast<size_t>(rows * padded), 0.0f);
+      const DType type = w->type();
+      const size_t src_row = w->row_bytes();
+      pool.parallel_for(rows, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+          dequantize_row(type, static_cast<const uint8_t*>(src) + src_row * static_cast<size_t>(i),
+                         tmp.data() + i * padded, cols);
+      });
+      const size_t bytes = row_size(DType::Q8_0, padded) * static_cast<size_t>(rows);
+      owned_.emplace_back(new uint8_t[bytes]);
+      auto t = by_data.find(src);
+      try {
+        quantize_rows(DType::Q8_0, tmp.data(), owned_.back().get(), rows, padded, &pool);
+      } catch (const InvalidArgument& e) {  // inf / NaN in the stored weights
+        fail(f, "tensor '" + (t != by_data.end() ? t->second->name : std::string("?")) +
+                    "' cannot be converted to q8_0 (use weights='native'): " + e.what());
+      }
+      it = done.emplace(src, owned_.back().get()).first;
+      if (t != by_data.end()) f.advise_dontneed(*t->second);
+    }
+    *w = kernels::Weight::view(DType::Q8_0, rows, padded, it->second);
+    ++converted;
+  }
+  if (converted > 0) format_ = WeightFormat::Q8_0;
+  return converted;
 }
 
 }  // namespace minicpmv::model

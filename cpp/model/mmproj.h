@@ -14,7 +14,23 @@
 #include "gguf/gguf.h"
 #include "kernels/matmul.h"
 
+namespace minicpmv {
+class ThreadPool;
+}
+
 namespace minicpmv::model {
+
+// How the engine holds the tower and resampler matrices (VisionEncoder's `weights` option):
+//   Native: as the file stores them (the f16 kernels for mmproj-model-f16.gguf).
+//   Q8_0:   f32 / f16 / bf16 matrices are quantized to Q8_0 once at load, so the ~1 TOP of
+//           matmuls per slice runs on the int8 dot-product kernels (quantized files stay as stored).
+//   Auto:   Q8_0 when the file holds f32 / f16 / bf16 matrices and the active kernel path has fast
+//           int8 dot products (avx512 VNNI, arm dotprod / i8mm), else Native.
+// Accuracy of Q8_0 (int8 weights and activations) is in mmproj.cpp, next to the conversion.
+enum class WeightFormat { Auto, Native, Q8_0 };
+// "auto" | "native" | "q8_0"; InvalidArgument naming the accepted values otherwise.
+WeightFormat weight_format_from_name(const std::string& name);
+const char* weight_format_name(WeightFormat f);
 
 struct VisionConfig {
   int64_t hidden = 0;            // clip.vision.embedding_length (1152)
@@ -46,6 +62,8 @@ struct VisionLayerWeights {
   std::vector<float> attn_q_b, attn_k_b, attn_v_b, attn_out_b;
   // fc1: hidden -> intermediate, fc2: intermediate -> hidden. Resolved by shape, not by the file's
   // names: llama.cpp's MiniCPM-V converter writes fc1 as "ffn_down" and fc2 as "ffn_up".
+  // ffn_fc2.cols() can exceed the intermediate size after a Q8_0 conversion (4304 -> 4320: zero
+  // columns up to a whole block); its input rows then hold ffn_fc2.cols() floats, the tail zero.
   kernels::Weight ffn_fc1, ffn_fc2;
   std::vector<float> ffn_fc1_b, ffn_fc2_b;
 };
@@ -80,6 +98,16 @@ class Mmproj {
   // clip.vision.block_count as written; vision.n_layers counts the blocks present (can be more).
   int64_t declared_layers() const { return declared_layers_; }
 
+  // Quantizes every f32 / f16 / bf16 tower and resampler matrix whose width is a multiple of 32 to
+  // Q8_0 (owned copies; the patch embedding, 588 wide, and the position table stay as stored), then
+  // drops the source pages of the mapping (madvise DONTNEED) so RSS does not hold both. Returns the
+  // number of matrices converted (0 when there is nothing to convert). Call before any forward pass.
+  int64_t convert_matrices_q8_0(ThreadPool& pool);
+  // Auto resolved for this file and the active kernel path (Native or Q8_0).
+  WeightFormat resolve(WeightFormat requested) const;
+  // How the matrices are held now: "native" or "q8_0" (after a conversion).
+  WeightFormat weight_format() const { return format_; }
+
   VisionConfig vision;
   ResamplerConfig resampler;
   VisionWeights v;
@@ -90,6 +118,15 @@ class Mmproj {
   int64_t minicpmv_version_ = 0;
   bool ffn_swapped_ = false;
   int64_t declared_layers_ = 0;
+  WeightFormat format_ = WeightFormat::Native;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;  // converted matrices
+  // Every matrix the forward passes use, for the conversion; may_pad: its user accepts zero
+  // columns added up to a whole Q8_0 block (VisionLayerWeights::ffn_fc2).
+  struct Matrix {
+    kernels::Weight* weight;
+    bool may_pad;
+  };
+  std::vector<Matrix> matrices();
 };
 
 }  // namespace minicpmv::model

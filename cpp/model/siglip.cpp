@@ -84,13 +84,17 @@ void vision_position_ids(int64_t h, int64_t w, int64_t side, int32_t* ids) {
     for (int64_t c = 0; c < w; ++c) ids[r * w + c] = static_cast<int32_t>(bh[r] * side + bw[c]);
 }
 
-SiglipTower::SiglipTower(std::shared_ptr<const Mmproj> mmproj) : m_(std::move(mmproj)) {}
+SiglipTower::SiglipTower(std::shared_ptr<const Mmproj> mmproj) : m_(std::move(mmproj)) {
+  ffn_stride_ = m_->vision.intermediate;
+  for (const VisionLayerWeights& L : m_->v.layers) ffn_stride_ = std::max(ffn_stride_, L.ffn_fc2.cols());
+}
 
 void SiglipTower::reserve(int64_t n) {
   if (n <= capacity_) return;
   const size_t nh = static_cast<size_t>(n * m_->vision.hidden);
   for (auto* b : {&x_, &xn_, &q_, &k_, &v_, &attn_}) b->resize(nh);
   ffn_.resize(static_cast<size_t>(n * m_->vision.intermediate));
+  if (ffn_stride_ != m_->vision.intermediate) ffn_pad_.resize(static_cast<size_t>(n * ffn_stride_));
   pos_ids_.resize(static_cast<size_t>(n));
   capacity_ = n;
 }
@@ -145,14 +149,21 @@ void SiglipTower::encoder_block(const VisionLayerWeights& L, int64_t n, ThreadPo
 
   layer_norm_rows(x, xn, n, H, L.ln2_w, L.ln2_b, c.eps, pool);
   kernels::matmul(L.ffn_fc1, xn, n, ffn_.data(), pool);
+  // A Q8_0-converted fc2 is wider than I (zero columns to a whole block): its input rows are
+  // copied into ffn_pad_ with a zero tail by the same pass that adds the bias and applies GELU.
+  const int64_t Ip = L.ffn_fc2.cols();
+  float* fc2_in = Ip == I ? ffn_.data() : ffn_pad_.data();
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      float* fi = ffn_.data() + i * I;
-      ops::add(fi, L.ffn_fc1_b.data(), I);
-      ops::gelu_tanh_fast(fi, I);
+      const float* fi = ffn_.data() + i * I;
+      float* go = fc2_in + i * Ip;
+      const float* b = L.ffn_fc1_b.data();
+      for (int64_t j = 0; j < I; ++j) go[j] = fi[j] + b[j];
+      ops::gelu_tanh_fast(go, I);
+      for (int64_t j = I; j < Ip; ++j) go[j] = 0.0f;
     }
   });
-  kernels::matmul(L.ffn_fc2, ffn_.data(), n, xn, pool);
+  kernels::matmul(L.ffn_fc2, fc2_in, n, xn, pool);
   add_residual_bias(x, xn, L.ffn_fc2_b, n, H, pool);
 }
 

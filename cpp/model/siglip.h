@@ -35,6 +35,8 @@ class SiglipTower {
   std::shared_ptr<const Mmproj> m_;
   int64_t capacity_ = 0;  // tokens the buffers hold; they grow only for a larger slice
   std::vector<float> x_, xn_, q_, k_, v_, attn_, ffn_;  // [n, hidden] except ffn_ [n, intermediate]
+  int64_t ffn_stride_ = 0;        // widest fc2 input (> intermediate after a padded Q8_0 conversion)
+  std::vector<float> ffn_pad_;    // [n, ffn_stride_] fc2 input when padded, else unused
   std::vector<int32_t> pos_ids_;
   std::vector<float> attn_scratch_;
 };

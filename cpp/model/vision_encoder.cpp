@@ -6,9 +6,21 @@
 
 namespace minicpmv::model {
 
-VisionEncoder::VisionEncoder(const std::string& mmproj_path, int n_threads)
-    : m_(Mmproj::load(mmproj_path)),
-      pool_(std::make_unique<ThreadPool>(n_threads)),
+namespace {
+
+// The file, with its matrices converted as `weights` asks, before the tower and resampler see it.
+std::shared_ptr<Mmproj> load_as(const std::string& path, const std::string& weights, ThreadPool& pool) {
+  const WeightFormat requested = weight_format_from_name(weights);  // bad names fail before the load
+  std::shared_ptr<Mmproj> m = Mmproj::load(path);
+  if (m->resolve(requested) == WeightFormat::Q8_0) m->convert_matrices_q8_0(pool);
+  return m;
+}
+
+}  // namespace
+
+VisionEncoder::VisionEncoder(const std::string& mmproj_path, int n_threads, const std::string& weights)
+    : pool_(std::make_unique<ThreadPool>(n_threads)),
+      m_(load_as(mmproj_path, weights, *pool_)),
       tower_(m_),
       resampler_(m_) {}
 

@@ -29,8 +29,11 @@ struct EncodedImage {
 // pool are shared).
 class VisionEncoder {
  public:
-  // n_threads <= 0: one per core.
-  explicit VisionEncoder(const std::string& mmproj_path, int n_threads = 0);
+  // n_threads <= 0: one per core. weights: "auto" | "native" | "q8_0" (WeightFormat in mmproj.h:
+  // "auto" converts f16 / f32 matrices to Q8_0 at load when the CPU has fast int8 dot products).
+  // The default stays "native" for now: the API (python/minicpmv_edge/api.py) and its exact-logit
+  // tests (tests/test_chat.py) are written against the stored weights; they opt in to "auto".
+  explicit VisionEncoder(const std::string& mmproj_path, int n_threads = 0, const std::string& weights = "native");
   ~VisionEncoder();
 
   const Mmproj& mmproj() const { return *m_; }
@@ -49,8 +52,8 @@ class VisionEncoder {
   void encode_slice(const float* patches, int64_t h, int64_t w, float* out);  // caller holds mu_
   void renormalize(std::vector<float>& patches) const;
 
+  std::unique_ptr<ThreadPool> pool_;  // before m_: the load-time conversion uses it
   std::shared_ptr<Mmproj> m_;
-  std::unique_ptr<ThreadPool> pool_;
   SiglipTower tower_;
   Resampler resampler_;
   std::vector<float> hidden_;  // tower output of the current slice

@@ -380,13 +380,18 @@ class MiniCPMV:
         stats.finish_reason = "length"
         t0 = time.perf_counter()
         try:
+            stop_list = sorted(self.stop_ids)
             for step in range(max_new_tokens):
                 prev = np.asarray(generated, dtype=np.int32)
+                if step < min_new_tokens:
+                    # As HF's MinNewTokensLengthLogitsProcessor: the terminators cannot be chosen yet.
+                    logits = logits.copy()
+                    logits[stop_list] = -np.inf
                 if sampling:
                     tok = int(sampler.sample(logits, prev))
                 else:
                     tok = int(np.argmax(np.asarray(sampler.probs(logits, prev))))
-                if tok in self.stop_ids and step >= min_new_tokens:
+                if tok in self.stop_ids:
                     stats.finish_reason = "stop"
                     break
                 generated.append(tok)

@@ -141,8 +141,13 @@ class ReferencePipeline:
     def generate(self, embeds, max_new_tokens, **kwargs):
         """transformers' generate on inputs_embeds; returns the new token ids (a trailing
         terminator removed, as the reference chat() does before decoding)."""
+        import warnings
+
         x = torch.from_numpy(embeds)[None]
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # HF warns that with inputs_embeds the repetition penalty sees only the generated
+            # tokens: that is the reference chat()'s behaviour, the one we reproduce.
+            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
             out = self.llm.generate(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
                                     max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids,
                                     pad_token_id=self.eos_ids[0], **kwargs)

@@ -8,8 +8,8 @@
 //    is exact as an int16 operand), the mins / Q6_K's -32 offset come from the Q8_K bsums.
 // Float weights (F32 F16 BF16) are widened to f32 exactly and use f32 FMA (vdpbf16ps is not used:
 // it would round the activations to bf16).
-// Tiles: floats 4 rows x up to 4 tokens (16 zmm accumulators); quantized 1 row x up to 4 tokens:
-// each unpacked weight vector feeds the NR tokens, whose activations stay in L1 while matmul.cpp
+// Tiles: floats 4 rows x up to 4 tokens (16 zmm accumulators); quantized 1 row x up to 4 tokens
+// (K-quants: 8): each unpacked weight vector feeds the NR tokens, whose activations stay in L1 while matmul.cpp
 // sweeps a row block. 32-blocks go 16 blocks at a time with one scale FMA per 16 blocks (see
 // Block32GroupTile); K-quants keep int32 super-block sums in registers. All 11 types vectorised.
 #include <immintrin.h>
@@ -380,6 +380,104 @@ struct Block32GroupTile {
   }
 };
 
+// Prefill tile for Q4_0 / Q8_0 with many tokens: 16 weight rows x 16 tokens. Per block, the 16
+// rows' codes are transposed so that one zmm holds the same 4 code positions of all 16 rows; a
+// vpdpbusd with the token's 4 activation bytes broadcast then yields 16 row partial sums at once:
+// no horizontal reductions, and every decoded weight vector feeds 16 tokens. Lane L of the
+// accumulators is row perm16(L) (the 4 x 4 transpose order).
+template <class B>
+struct Rows16Tile {
+  static constexpr int MR = 16;
+  static constexpr int kTokens = 8;
+  // byte offsets of codes 0..15 / 16..31 of block b in an A8 row in the P layout
+  static int64_t lo_off(int64_t b, int64_t nb16) { return b < nb16 ? (b & ~int64_t(3)) * 32 + 16 * (b & 3) : b * 32; }
+  static int64_t hi_off(int64_t b, int64_t nb16) { return lo_off(b, nb16) + (b < nb16 ? 64 : 16); }
+
+  // 4 zmm: dword k (bytes 4k..4k+3 of the 16 at offset `off` in block b) of the 16 rows
+  static void transpose16(const uint8_t* const* w, int64_t b, int off, __m512i v[4]) {
+    __m512i z[4];
+    for (int q = 0; q < 4; ++q) {
+      const int r = 4 * q;
+      z[q] = load4x16_ptrs(w[r] + b * B::BS + off, w[r + 1] + b * B::BS + off, w[r + 2] + b * B::BS + off,
+                           w[r + 3] + b * B::BS + off);
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    v[0] = _mm512_unpacklo_epi64(t0, t2);
+    v[1] = _mm512_unpackhi_epi64(t0, t2);
+    v[2] = _mm512_unpacklo_epi64(t1, t3);
+    v[3] = _mm512_unpackhi_epi64(t1, t3);
+  }
+  static __m512i load4x16_ptrs(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(c)), 2);
+    return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(d)), 3);
+  }
+  static int32_t load_i32(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
+    const int64_t nb = cols / 32, nb16 = nb & ~int64_t(15);
+    __m512 acc[NR];
+    A8Row xa[NR];
+    for (int t = 0; t < NR; ++t) xa[t] = A8Row(x[t], cols), acc[t] = _mm512_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(char(0x80));
+    const uint8_t* wp[16];  // rows in accumulator lane order
+    for (int L = 0; L < 16; ++L) wp[L] = w[perm16(L)];
+    alignas(32) uint16_t hd[16];
+    for (int64_t b = 0; b < nb; ++b) {
+      // wv[0..7]: codes {4k..4k+3} for k = 0..7 of the block's 32 positions, in activation order
+      __m512i wv[8];
+      if (B::BS == 18) {  // Q4_0: low nibbles = codes 0..15, high = 16..31
+        __m512i v[4];
+        transpose16(w, b, 2, v);
+        for (int k = 0; k < 4; ++k) {
+          wv[k] = _mm512_and_si512(v[k], m4);
+          wv[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
+        }
+      } else {  // Q8_0: codes + 128 as unsigned
+        __m512i v[4];
+        transpose16(w, b, 2, v);
+        for (int k = 0; k < 4; ++k) wv[k] = _mm512_xor_si512(v[k], flip);
+        transpose16(w, b, 18, v);
+        for (int k = 0; k < 4; ++k) wv[4 + k] = _mm512_xor_si512(v[k], flip);
+      }
+      for (int L = 0; L < 16; ++L) hd[L] = load_u16(wp[L] + b * B::BS);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hd)));
+      const __m512 cw = _mm512_mul_ps(dw, _mm512_set1_ps(-B::kOffset));
+      const int64_t lo = lo_off(b, nb16), hi = hi_off(b, nb16);
+      for (int t = 0; t < NR; ++t) {
+        const int8_t* ql = xa[t].qs + lo;
+        const int8_t* qh = xa[t].qs + hi;
+        __m512i d = zero;
+        for (int k = 0; k < 4; ++k) d = _mm512_dpbusd_epi32(d, wv[k], _mm512_set1_epi32(load_i32(ql + 4 * k)));
+        for (int k = 0; k < 4; ++k) d = _mm512_dpbusd_epi32(d, wv[4 + k], _mm512_set1_epi32(load_i32(qh + 4 * k)));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dw, _mm512_set1_ps(xa[t].d[b])), acc[t]);
+        acc[t] = _mm512_fmadd_ps(cw, _mm512_set1_ps(xa[t].s[b]), acc[t]);
+      }
+    }
+    for (int t = 0; t < NR; ++t) {
+      alignas(64) float v[16];
+      _mm512_store_ps(v, acc[t]);
+      for (int L = 0; L < 16; ++L) out[L][t] = v[L];
+    }
+  }
+};
+
+// Q4_0 / Q8_0: the 16 x 16 tile from 16 tokens on, the 1-row group tile below that (decode).
+template <class B>
+void gemm_q32(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x, size_t x_stride,
+              int64_t nx, float* y, size_t y_stride) {
+  if (nx >= 16) gemm_tiled<Rows16Tile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+  else gemm_tiled<Block32GroupTile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+}
+
 // ---------------------------------------------------------------- K-quants x A8K
 
 // The 12 packed bytes of Q4_K / Q5_K scales -> sc[0..7] (low 8 bytes) and m[0..7] (high 8 bytes).
@@ -531,11 +629,11 @@ void fill_avx512(KernelSet& ks) {
   set(DType::F32, gemm_tiled<FloatTile<LoadF32>>);
   set(DType::F16, gemm_tiled<FloatTile<LoadF16>>);
   set(DType::BF16, gemm_tiled<FloatTile<LoadBF16>>);
-  set(DType::Q4_0, gemm_tiled<Block32GroupTile<Q4_0B>>);
+  set(DType::Q4_0, gemm_q32<Q4_0B>);
   set(DType::Q4_1, gemm_tiled<Block32GroupTile<Q4_1B>>);
   set(DType::Q5_0, gemm_tiled<Block32GroupTile<Q5_0B>>);
   set(DType::Q5_1, gemm_tiled<Block32GroupTile<Q5_1B>>);
-  set(DType::Q8_0, gemm_tiled<Block32GroupTile<Q8_0B>>);
+  set(DType::Q8_0, gemm_q32<Q8_0B>);
   for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
     ks.quantize_type[static_cast<int>(t)] = quantize_a8p;
   set(DType::Q4_K, gemm_tiled<Q45KTile<false>>);
