@@ -447,6 +447,12 @@ def worker_main(cfg):
     t0 = time.time()
     res.update(WORKERS[cfg["task"]](cfg))
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    try:  # current split at the end: anonymous (heap, repacked copies, KV) vs file-backed (mmap'd weights)
+        st = {ln.split(":")[0]: int(ln.split()[1]) / 1024 for ln in Path("/proc/self/status").read_text().splitlines()
+              if ln.startswith(("RssAnon:", "RssFile:"))}
+        res.update(rss_anon_mb_end=st.get("RssAnon"), rss_file_mb_end=st.get("RssFile"))
+    except (OSError, ValueError, IndexError):
+        pass
     res.update(peak_rss_mb=peak_rss_mb(), wall_s=time.time() - t0, cpu_s=ru.ru_utime + ru.ru_stime,
                load_end=loadavg())
     print("RESULT " + json.dumps(res), flush=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tokenizer import DEFAULT_CHAT_TEMPLATE
+
 
 VOCAB_SIZE = 151666     # the real vocabulary: 151643 regular BPE tokens + 23 added ones
 N_BASE_VOCAB = 151643
@@ -39,15 +41,7 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # ChatML with Qwen2's default-system rule (spec 8.3).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = DEFAULT_CHAT_TEMPLATE
 
 _ST_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 

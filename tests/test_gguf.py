@@ -442,6 +442,8 @@ def corrupt_cases(tmp_path):
         ("ne zero", patch(good, at["t1.ne"], "Q", 0), "must be > 0"),
         ("ne overflow", patch(patch(good, at["t2.ne"], "Q", 2**40), at["t2.ne"] + 8, "Q", 2**40), "overflows"),
         ("ne negative", patch(good, at["t1.ne"], "Q", 2**63), "must be > 0"),
+        # 2^62 f32 elements: 2^64 bytes, which wraps to 0 in 64 bits if the row size is not checked
+        ("row bytes overflow", patch(good, at["t1.ne"], "Q", 2**62), "byte size overflows 64 bits"),
         ("unknown type id 99", patch(good, at["t0.type"], "I", 99), "'token_embd.weight' has unknown ggml type id 99"),
         ("removed type id 4", patch(good, at["t0.type"], "I", 4), "unknown ggml type id 4"),
         ("ne0 not a block multiple", patch(good, at["t0.ne"], "Q", 48), "not a multiple of the block size 32"),

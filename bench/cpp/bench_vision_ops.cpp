@@ -11,6 +11,7 @@
 #include "kernels/matmul.h"
 #include "model/attention_full.h"
 #include "model/vision_encoder.h"
+#include "ops/fast_math.h"
 #include "quant/quant.h"
 #include "runtime/threadpool.h"
 
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
   ThreadPool pool(threads);
   const int64_t n = 1024;
   struct Shape { int64_t rows, cols; const char* what; };
-  for (Shape s : {Shape{1152, 1152, "attn q/k/v/out"}, Shape{4304, 1152, "fc1"}, Shape{1152, 4304, "fc2"},
+  for (Shape s : {Shape{3456, 1152, "fused qkv"}, Shape{1152, 1152, "attn q/k/v/out"}, Shape{4304, 1152, "fc1"}, Shape{1152, 4304, "fc2"},
                   Shape{1024, 96, "QK^T padded"}, Shape{96, 1024, "PV"}}) {
     std::vector<float> w(static_cast<size_t>(s.rows * s.cols)), x(static_cast<size_t>(n * s.cols)),
         y(static_cast<size_t>(n * s.rows));
@@ -74,6 +75,14 @@ int main(int argc, char** argv) {
       std::printf("%-16s %5lld x %5lld  %-5s %8.2f ms  %7.1f GOP/s\n", s.what, (long long)s.rows,
                   (long long)s.cols, type_name(t), sec * 1e3, 2.0 * n * s.rows * s.cols / sec / 1e9);
     }
+  }
+  {
+    std::vector<float> sc(static_cast<size_t>(n * n));
+    for (auto& e : sc) e = nd(rng);
+    const double sec = best_of(3, [&] {
+      for (int h = 0; h < 16; ++h) for (int64_t r = 0; r < n; ++r) ops::softmax_fast(sc.data() + r * n, n, 0.1f);
+    });
+    std::printf("softmax 16 x 1024 rows of 1024 (one thread): %8.2f ms\n", sec * 1e3);
   }
   for (int64_t d : {72, 128}) {
     model::AttentionShape a;

@@ -76,6 +76,7 @@ pyb::dict type_info(const std::string& type_name_arg) {
   d["type_size"] = tr.type_size;
   d["id"] = static_cast<uint32_t>(type);
   d["can_quantize"] = can_quantize(type);
+  d["supported"] = tr.supported;  // the engine can dequantize / multiply weights of this type
   return d;
 }
 
@@ -88,7 +89,7 @@ void bind_quant(pyb::module_& m) {
         "float32 (rows, cols) -> uint8 (rows, row_bytes) blocks of `type`, rows split across threads "
         "(0 = the default pool).");
   m.def("type_info", &type_info, pyb::arg("type"),
-        "dict(name, block_size, type_size, id, can_quantize) of a ggml type name.");
+        "dict(name, block_size, type_size, id, can_quantize, supported) of a ggml type name.");
 }
 
 }  // namespace minicpmv::py

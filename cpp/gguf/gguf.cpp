@@ -63,6 +63,26 @@ std::string quote(std::string_view s) {
   return out + "'";
 }
 
+// ggml types this engine has no block layout for (so quant/types.h does not list them): named in
+// the error, so that a user with e.g. an IQ2 file knows it is the quantization, not corruption.
+const char* other_ggml_type_name(uint32_t id) {
+  switch (id) {
+    case 16: return "iq2_xxs";
+    case 17: return "iq2_xs";
+    case 18: return "iq3_xxs";
+    case 19: return "iq1_s";
+    case 20: return "iq4_nl";
+    case 21: return "iq3_s";
+    case 22: return "iq2_s";
+    case 23: return "iq4_xs";
+    case 29: return "iq1_m";
+    case 34: return "tq1_0";
+    case 35: return "tq2_0";
+    case 39: return "mxfp4";
+    default: return nullptr;
+  }
+}
+
 template <class T>
 T load(const uint8_t* p) {
   T v;
@@ -365,12 +385,20 @@ class Parser {
 
       uint32_t type_id = read<uint32_t>();
       const TypeTraits* tr = type_traits(type_id);
-      if (!tr) fail(where + " has unknown ggml type id " + std::to_string(type_id));
+      if (!tr) {
+        if (const char* known = other_ggml_type_name(type_id))
+          fail(where + " has ggml type id " + std::to_string(type_id) + " (" + known +
+               "), which this engine does not support");
+        fail(where + " has unknown ggml type id " + std::to_string(type_id));
+      }
       t.type = static_cast<DType>(type_id);
       if (t.ne[0] % tr->block_size != 0)
         fail(where + " (" + tr->name + "): ne[0] = " + std::to_string(t.ne[0]) + " is not a multiple of the block size " +
              std::to_string(tr->block_size));
-      uint64_t row_bytes = static_cast<uint64_t>(t.ne[0] / tr->block_size) * tr->type_size;
+      const uint64_t row_blocks = static_cast<uint64_t>(t.ne[0] / tr->block_size);
+      if (row_blocks > std::numeric_limits<uint64_t>::max() / tr->type_size)
+        fail(where + ": its byte size overflows 64 bits");  // else a 2^62-element f32 row wraps to 0 bytes
+      uint64_t row_bytes = row_blocks * tr->type_size;
       uint64_t rows = static_cast<uint64_t>(t.rows());
       if (rows != 0 && row_bytes > std::numeric_limits<uint64_t>::max() / rows)
         fail(where + ": its byte size overflows 64 bits");

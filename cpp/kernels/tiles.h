@@ -17,7 +17,7 @@ namespace kernels {
 //   template <int NR> static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x,
 //                                      float out[][kTileTokens]);   // out[r][t]
 //   optionally `static constexpr int kTokens;` (tokens per tile group, <= kTileTokens).
-constexpr int kTileTokens = 8;
+constexpr int kTileTokens = 16;
 
 template <class K, class = void>
 struct tokens_of : std::integral_constant<int, 4> {};

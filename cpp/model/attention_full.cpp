@@ -26,7 +26,8 @@ ThreadPool& inline_pool() {
 // Two phases over the pool:
 //  1. pack every head once: K_h [n_kv, d] (rows copied) and V_h^T [d, n_kv] (transposed in tiles
 //     of 16 keys so every write fills whole cache lines of a V^T row);
-//  2. one task per (head, block of query rows): S = Q_blk K_h^T, softmax rows, O = P V_h, both
+//  2. one task per (head, block of query rows): S = (scale Q_blk) K_h^T, E = exp(S - row max),
+//     O = (E V_h) / row sums of E, both
 //     products in kernels::matmul with the packed head as an f32 "weight" (the ISA-dispatched
 //     f32 kernels: f32 scores keep the softmax exact to float rounding).
 // Per task only a [block, n_kv] score block is live, never [n_q, n_kv] per head.
@@ -53,22 +54,34 @@ void attention_full(const AttentionShape& s, const float* q, const float* k, con
   const int64_t blocks = (s.n_q + kQueryBlock - 1) / kQueryBlock;
   pool.parallel_for(heads * blocks, 1, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> buf;
-    const size_t need = static_cast<size_t>(kQueryBlock * (2 * d + nk));
+    const size_t need = static_cast<size_t>(kQueryBlock * (2 * d + nk + 1));
     if (buf.size() < need) buf.resize(need);
     float* qb = buf.data();
     float* ob = qb + kQueryBlock * d;
     float* sc = ob + kQueryBlock * d;
+    float* inv = sc + kQueryBlock * nk;  // 1 / softmax denominator per row
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / blocks, i0 = (t % blocks) * kQueryBlock, col = h * d;
       const int64_t rows = std::min(kQueryBlock, s.n_q - i0);
       const float* kh = packed + per_head * h;
       const kernels::Weight K = kernels::Weight::view(DType::F32, nk, d, kh);
       const kernels::Weight Vt = kernels::Weight::view(DType::F32, d, nk, kh + nk * d);
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(qb + r * d, q + (i0 + r) * s.q_stride + col, sizeof(float) * d);
+      // The scale goes into the query copy, the softmax normalization into the output copy
+      // (d values per row instead of n_kv): exp(S - max) is all that touches the score block.
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = q + (i0 + r) * s.q_stride + col;
+        for (int64_t c = 0; c < d; ++c) qb[r * d + c] = src[c] * s.scale;
+      }
       kernels::matmul(K, qb, rows, sc, inline_pool());
-      for (int64_t r = 0; r < rows; ++r) ops::softmax_fast(sc + r * nk, nk, s.scale);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = sc + r * nk;
+        inv[r] = 1.0f / ops::exp_shift_sum_fast(row, nk, ops::max_fast(row, nk));
+      }
       kernels::matmul(Vt, sc, rows, ob, inline_pool());
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(out + (i0 + r) * s.out_stride + col, ob + r * d, sizeof(float) * d);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* dst = out + (i0 + r) * s.out_stride + col;
+        for (int64_t c = 0; c < d; ++c) dst[c] = ob[r * d + c] * inv[r];
+      }
     }
   });
 }

@@ -37,6 +37,10 @@ Qwen2Config Qwen2Config::from_gguf(const gguf::File& f) {
     throw bad("qwen2 hyper-parameters must be positive (embedding_length " + std::to_string(c.n_embd) +
               ", feed_forward_length " + std::to_string(c.n_ff) + ", block_count " + std::to_string(c.n_layer) +
               ", head_count " + std::to_string(c.n_head) + ", head_count_kv " + std::to_string(c.n_head_kv) + ")");
+  // Each block has 12 tensors: a corrupt block_count must fail here, not size the layer array.
+  if (c.n_layer > static_cast<int64_t>(f.tensors().size()))
+    throw bad("qwen2.block_count " + std::to_string(c.n_layer) + " is more than the " +
+              std::to_string(f.tensors().size()) + " tensors in the file");
   if (c.n_embd % c.n_head != 0)
     throw bad("qwen2.embedding_length " + std::to_string(c.n_embd) + " is not a multiple of head_count " +
               std::to_string(c.n_head));

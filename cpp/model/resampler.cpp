@@ -97,10 +97,16 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
 
   // kv = LN_kv(x W_kv^T);  kpe = kv + pe (keys only: values get no position)
   kernels::matmul(R.kv, x, n, k_.data(), pool);  // k_ is free until K: holds x W_kv^T
-  table_w_.resize(static_cast<size_t>(w * half));
-  table_h_.resize(static_cast<size_t>(h * half));
-  sincos_table(w, omega_, table_w_.data());
-  sincos_table(h, omega_, table_h_.data());
+  // The sin-cos rows depend on the grid only: the slices of an image share one size (~115k
+  // double sin/cos each), so they are rebuilt only when it changes.
+  if (h != table_for_h_ || w != table_for_w_) {
+    table_w_.resize(static_cast<size_t>(w * half));
+    table_h_.resize(static_cast<size_t>(h * half));
+    sincos_table(w, omega_, table_w_.data());
+    sincos_table(h, omega_, table_h_.data());
+    table_for_h_ = h;
+    table_for_w_ = w;
+  }
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* kv = kv_.data() + i * D;

@@ -36,6 +36,7 @@ class Resampler {
   int64_t capacity_ = 0;
   std::vector<float> kv_, kpe_, k_, v_;        // [n, D]
   std::vector<float> table_w_, table_h_;       // [w, D/2], [h, D/2] sin|cos halves
+  int64_t table_for_h_ = 0, table_for_w_ = 0;  // the grid the tables hold
   std::vector<float> attn_, o_;                // [query_num, D]
   std::vector<float> attn_scratch_;
 };

@@ -15,6 +15,14 @@ void exp_fast(const float* x, float* y, int64_t n);
 // In place softmax(scale * x) over n values, scale > 0 (max-subtracted, float32 sums in 8 lanes).
 void softmax_fast(float* x, int64_t n, float scale = 1.0f);
 
+// Largest of x[0..n), n >= 1 (8 running maxima: the compiler vectorizes it).
+float max_fast(const float* x, int64_t n);
+
+// x[i] = e^(x[i] - shift) in place; returns the float32 sum of the results (8 partial sums).
+// The pieces of softmax_fast for callers that normalize later (attention scales its 72-wide
+// output row by 1/sum instead of the 1024-wide probability row).
+float exp_shift_sum_fast(float* x, int64_t n, float shift);
+
 // In place 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tanh from exp_fast.
 // Absolute error < 1e-6 * max(1, |x|).
 void gelu_tanh_fast(float* x, int64_t n);

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <exception>
 
+#include "minicpmv/error.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define MCV_PAUSE() _mm_pause()
@@ -19,7 +21,29 @@ namespace {
 // Spin this many rounds before sleeping: a decode step issues calls microseconds apart, and a
 // sleep/wake through the kernel costs more than the work of a small matvec.
 constexpr int kSpinRounds = 1 << 14;
+
+// The pools whose job the calling thread is running, innermost first (a job may use another
+// pool, e.g. a single-thread one, so this is a chain rather than one pointer).
+struct JobFrame {
+  const ThreadPool* pool;
+  const JobFrame* outer;
+};
+thread_local const JobFrame* tl_jobs = nullptr;
+
+struct InJob {
+  JobFrame frame;
+  explicit InJob(const ThreadPool* p) : frame{p, tl_jobs} { tl_jobs = &frame; }
+  ~InJob() { tl_jobs = frame.outer; }
+  InJob(const InJob&) = delete;
+  InJob& operator=(const InJob&) = delete;
+};
 }  // namespace
+
+bool ThreadPool::in_job() const {
+  for (const JobFrame* f = tl_jobs; f; f = f->outer)
+    if (f->pool == this) return true;
+  return false;
+}
 
 int ThreadPool::default_threads() {
   if (const char* env = std::getenv("MINICPMV_THREADS")) {
@@ -46,6 +70,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::worker(int ith) {
+  InJob mark(this);  // a worker only ever runs this pool's jobs
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
@@ -74,10 +99,14 @@ void ThreadPool::worker(int ith) {
 }
 
 void ThreadPool::run(const std::function<void(int, int)>& fn) {
+  if (in_job())
+    throw InvalidArgument("ThreadPool::run called from inside a job of the same pool (not reentrant)");
+  InJob mark(this);
   if (n_threads_ == 1) {
     fn(0, 1);
     return;
   }
+  std::lock_guard<std::mutex> serialize(run_mu_);
   job_ = &fn;
   pending_.store(n_threads_ - 1, std::memory_order_release);
   {
@@ -110,7 +139,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  if (n_threads_ == 1 || n <= grain) {
+  if (n_threads_ == 1 || n <= grain || in_job()) {
     fn(0, n);
     return;
   }

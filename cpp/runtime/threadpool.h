@@ -23,12 +23,19 @@ class ThreadPool {
   int size() const { return n_threads_; }
 
   // Runs fn(ith, nth) once on each of the nth threads and returns when all have finished.
-  // Not reentrant: fn must not call run() on the same pool.
+  // Calls from different threads (two sessions sharing a pool, used from two Python threads with
+  // the GIL released) are serialized. Not reentrant: run() from inside a job of the same pool
+  // throws InvalidArgument (it would otherwise deadlock or mix the two jobs' thread counts).
   void run(const std::function<void(int ith, int nth)>& fn);
 
   // Calls fn(begin, end) over [0, n) in chunks of `grain` items, handed out dynamically so that
   // a thread that finishes early takes more (threads on a phone or a VM do not run at one speed).
+  // From inside a job of the same pool it runs fn(0, n) on the calling thread (fn has no thread
+  // index, so that is always correct).
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end)>& fn);
+
+  // The calling thread is running a job of this pool (a worker, or the caller inside run()).
+  bool in_job() const;
 
   static int default_threads();
 
@@ -43,6 +50,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
+  std::mutex run_mu_;  // one run() at a time: job_ / pending_ / worker_error_ belong to it
   std::mutex err_mu_;
   std::exception_ptr worker_error_;  // first exception thrown by a worker in the current run()
 };

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core
 from .media import ImageError, load_image, load_video
-from .prompt import ImageLayout, Message, SpecialTokens, build_prompt
+from .prompt import ImageLayout, Message, SpecialTokens, build_prompt, cut_at_stop
 
 ContextLimitError = _core.ContextLimitError
 
@@ -136,6 +136,24 @@ def _as_items(content) -> List[Any]:
     return items
 
 
+def _load_vision(path: str, n_threads: int):
+    """The vision encoder of an mmproj file. A load error that does not say which tensor is at
+    fault (a vector or the query of a type the engine cannot read) gets the file and tensor added."""
+    try:
+        return _core.VisionEncoder(path, n_threads=n_threads)
+    except ValueError as e:
+        if path in str(e):
+            raise
+        try:
+            bad = [t for t in _core.GGUFFile(path).tensors if not _core.type_info(t["type"])["supported"]]
+        except ValueError:
+            bad = []
+        if bad:
+            names = ", ".join(f"'{t['name']}' ({t['type']})" for t in bad[:3])
+            raise ValueError(f"{path}: tensor {names} has a type this engine cannot read ({e})") from None
+        raise ValueError(f"{path}: {e}") from None
+
+
 class MiniCPMV:
     """MiniCPM-V 2.6 on this device. `mmproj=None` gives a text-only model."""
 
@@ -148,13 +166,22 @@ class MiniCPMV:
         self.llm = _core.LLM(self.model_path, n_ctx=int(n_ctx), n_threads=nt, n_batch=int(n_batch),
                              kv_type=kv_type)
         self.tokenizer = _core.Tokenizer.from_gguf(self.model_path)
+        if self.tokenizer.n_vocab != self.llm.n_vocab:
+            # A token id the sampler picks must have a text, and every token id an embedding row.
+            raise ValueError(f"{self.model_path}: the tokenizer has {self.tokenizer.n_vocab} tokens but "
+                             f"token_embd.weight has {self.llm.n_vocab} rows (n_vocab): the vocabulary "
+                             f"does not belong to these weights")
         unk = getattr(self.tokenizer, "unk_id", -1)
-        self.special = SpecialTokens.from_tokenizer(self.tokenizer.find_token, unk if unk >= 0 else None)
+        try:
+            self.special = SpecialTokens.from_tokenizer(self.tokenizer.find_token, unk if unk >= 0 else None,
+                                                        image_tokens=self.mmproj_path is not None)
+        except ValueError as e:
+            raise ValueError(f"{self.model_path}: {e}") from None
         self.stop_ids = {self.special.im_end, self.special.endoftext}
         self.vision = None
         self.query_num = 64
         if self.mmproj_path:
-            self.vision = _core.VisionEncoder(self.mmproj_path, n_threads=nt)
+            self.vision = _load_vision(self.mmproj_path, nt)
             cfg = self.vision.config
             self.query_num = int(cfg.get("query_num", 64))
             if int(cfg.get("embed_dim", self.llm.n_embd)) != self.llm.n_embd:
@@ -180,7 +207,7 @@ class MiniCPMV:
         return list(self.tokenizer.encode(text, True))
 
     def encode_image(self, image, max_slice_nums: int = 9) -> Tuple[ImageLayout, np.ndarray]:
-        """RGB image -> (layout, embeddings [n_slices, 64, n_embd], cache key), cached by content."""
+        """RGB image -> (layout, embeddings [n_slices, query_num, n_embd], cache key), cached by content."""
         if self.vision is None:
             raise ValueError("this model was loaded without an mmproj file: it cannot see images "
                              "(pass mmproj=... or a directory holding both files)")
@@ -232,13 +259,7 @@ class MiniCPMV:
         if stream and not sampling and (num_beams or BEAM_DEFAULTS["num_beams"]) > 1:
             raise ValueError("stream=True needs sampling=True or num_beams=1 (beam search cannot stream), "
                              "as in the reference chat()")
-        msgs, has_video = self._normalize(messages)
-        if use_image_id is None:
-            use_image_id = not has_video
-        if max_slice_nums is None:
-            max_slice_nums = VIDEO_MAX_SLICE_NUMS if has_video else 9
-        stats = Stats()
-        prompt, rows = self._render(msgs, int(max_slice_nums), bool(use_image_id), system_prompt, stats, progress)
+        prompt, rows, stats = self._prepare(messages, max_slice_nums, use_image_id, system_prompt, progress)
         if sampling:
             params = dict(SAMPLING_DEFAULTS)
             for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k),
@@ -262,18 +283,24 @@ class MiniCPMV:
                       system_prompt: Optional[str] = None) -> Tuple[List[int], np.ndarray]:
         """(prompt ids, next-token logits) of `messages` exactly as chat() would start generating
         from them (for checks against a reference). Uses and updates the KV cache like chat()."""
+        prompt, rows, stats = self._prepare(messages, max_slice_nums, use_image_id, system_prompt, None)
+        logits = self._prefill(prompt.ids, rows, stats)
+        self.last_stats = stats
+        return list(prompt.ids), logits
+
+    # ------------------------------------------------------------------ internals
+    def _prepare(self, messages, max_slice_nums, use_image_id, system_prompt, progress):
+        """messages -> (prompt, image rows, stats), with the reference's per-call defaults: video
+        turns off <image_id> tags and slices at most 2 ways, images slice up to 9."""
         msgs, has_video = self._normalize(messages)
         if use_image_id is None:
             use_image_id = not has_video
         if max_slice_nums is None:
             max_slice_nums = VIDEO_MAX_SLICE_NUMS if has_video else 9
         stats = Stats()
-        prompt, rows = self._render(msgs, int(max_slice_nums), bool(use_image_id), system_prompt, stats, None)
-        logits = self._prefill(prompt.ids, rows, stats)
-        self.last_stats = stats
-        return list(prompt.ids), logits
+        prompt, rows = self._render(msgs, int(max_slice_nums), bool(use_image_id), system_prompt, stats, progress)
+        return prompt, rows, stats
 
-    # ------------------------------------------------------------------ internals
     def _normalize(self, messages) -> Tuple[List[Message], bool]:
         if isinstance(messages, dict):
             messages = [messages]
@@ -332,7 +359,8 @@ class MiniCPMV:
             keys[pos] = ("img",) + key
         # Reuse the longest cached prefix; at least the last position is evaluated for its logits.
         common = 0
-        limit = min(len(self._kv_keys), n - 1)
+        # n_past bounds it too: after an interrupted eval the keys may claim more than the cache holds.
+        limit = min(len(self._kv_keys), n - 1, self.llm.n_past)
         while common < limit and self._kv_keys[common] == keys[common]:
             common += 1
         if common < self.llm.n_past:
@@ -399,9 +427,8 @@ class MiniCPMV:
                 if piece:
                     held += piece
                     if stop:
-                        hit = min((held.find(s) for s in stop if s in held), default=-1)
-                        if hit >= 0:
-                            held = held[:hit]
+                        held, hit = cut_at_stop(held, stop)
+                        if hit:
                             stats.finish_reason = "stop"
                             if held:
                                 yield held
@@ -423,6 +450,11 @@ class MiniCPMV:
             else:
                 stats.finish_reason = "length"
             tail = held + (detok.flush() if stats.finish_reason != "stop" or not stop else "")
+            if stop and stats.finish_reason != "stop":
+                # the last bytes flushed from the detokenizer may complete a stop string
+                tail, hit = cut_at_stop(tail, stop)
+                if hit:
+                    stats.finish_reason = "stop"
             if tail:
                 yield tail
         finally:

@@ -29,6 +29,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 
 from . import _core
+from .prompt import cut_at_stop
 
 
 @dataclass
@@ -138,9 +139,8 @@ def beam_search(model, logits, beams: int, params, max_new_tokens: int, min_new_
     detok = _core.Detokenizer(model.tokenizer, True)
     text = "".join(detok.push(t) for t in best) + detok.flush()
     if stop:
-        hit = min((text.find(s) for s in stop if s in text), default=-1)
-        if hit >= 0:
-            text = text[:hit]
+        text, hit = cut_at_stop(text, stop)
+        if hit:
             stats.finish_reason = "stop"
     if text:
         yield text

@@ -16,13 +16,17 @@ class ImageError(ValueError):
     """An image that cannot be used: unreadable, empty, or of an unsupported kind."""
 
 
-def _pil_to_rgb_array(img) -> np.ndarray:
-    # The reference converts any mode with .convert("RGB"): alpha is dropped, not composited.
+def _pil_to_rgb_array(img, what: str = "image") -> np.ndarray:
+    # The reference converts any mode with .convert("RGB"): alpha is dropped, not composited,
+    # 16-bit values are clipped to 255, and the EXIF orientation is NOT applied (no exif_transpose).
     if img.width == 0 or img.height == 0:
         raise ImageError(f"image has zero size ({img.width}x{img.height})")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
+    try:
+        if img.mode != "RGB":
+            img = img.convert("RGB")  # also loads a lazily opened image: decoding errors land here
+        return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{what}: not a readable image ({e})") from None
 
 
 def _open_bytes(data: bytes, what: str) -> np.ndarray:
@@ -33,10 +37,13 @@ def _open_bytes(data: bytes, what: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return _pil_to_rgb_array(im)
+            return _pil_to_rgb_array(im, what)
     except UnidentifiedImageError:
         # Pillow's own message names an in-memory BytesIO object, not the file: say it plainly.
         raise ImageError(f"{what}: not a readable image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError as e:
+        # Not an OSError: without this it would escape as a bare PIL exception.
+        raise ImageError(f"{what}: image too large ({e})") from None
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{what}: not a readable image ({e})") from None
 
@@ -52,10 +59,13 @@ def load_image(obj: Any) -> np.ndarray:
         return _pil_to_rgb_array(obj)
     if isinstance(obj, np.ndarray):
         a = obj
-        if a.ndim == 2:
+        if a.ndim == 3 and a.shape[2] == 1:  # H x W x 1: grayscale as H x W
+            a = a[:, :, 0]
+        if a.ndim == 2:  # grayscale, as Pillow's L -> RGB
             a = np.repeat(a[:, :, None], 3, axis=2)
         if a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ImageError(f"image array must be H x W x 3 (RGB), got shape {obj.shape}")
+            raise ImageError(f"image array must be H x W x 3 (RGB), H x W x 4 (RGBA: alpha dropped) or "
+                             f"H x W (grayscale), got shape {obj.shape}")
         if a.dtype != np.uint8:
             raise ImageError(f"image array must be uint8, got {a.dtype}")
         if a.shape[0] == 0 or a.shape[1] == 0:

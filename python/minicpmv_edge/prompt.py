@@ -45,19 +45,24 @@ class SpecialTokens:
     endoftext: int     # <|endoftext|>
 
     @classmethod
-    def from_tokenizer(cls, find_token, unk_id: Optional[int] = None) -> "SpecialTokens":
-        def need(s):
+    def from_tokenizer(cls, find_token, unk_id: Optional[int] = None, image_tokens: bool = True) -> "SpecialTokens":
+        """image_tokens=False (a text-only model, e.g. a plain Qwen2 GGUF): the image markers may
+        be missing and are then -1 (build_prompt never uses them without images)."""
+        def need(s, required=True):
             i = find_token(s)
             if i is None or i < 0:
+                if not required:
+                    return -1
                 raise ValueError(f"the model's vocabulary has no token {s!r}: not a MiniCPM-V 2.6 file?")
             return i
 
+        img = lambda s: need(s, image_tokens)  # noqa: E731
         return cls(
             im_start=need("<|im_start|>"), im_end=need("<|im_end|>"),
-            image_start=need("<image>"), image_end=need("</image>"),
-            slice_start=need("<slice>"), slice_end=need("</slice>"),
-            image_id_start=need("<image_id>"), image_id_end=need("</image_id>"),
-            unk=unk_id if unk_id is not None and unk_id >= 0 else need("<unk>"),
+            image_start=img("<image>"), image_end=img("</image>"),
+            slice_start=img("<slice>"), slice_end=img("</slice>"),
+            image_id_start=img("<image_id>"), image_id_end=img("</image_id>"),
+            unk=unk_id if unk_id is not None and unk_id >= 0 else img("<unk>"),
             endoftext=need("<|endoftext|>"),
         )
 
@@ -158,3 +163,9 @@ def build_prompt(messages: Sequence[Message], layouts: Sequence[ImageLayout], to
         pending.clear()
         out.ids.extend(tok_encode(special_id_end))
     return out
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> Tuple[str, bool]:
+    """`text` up to the earliest occurrence of any stop string, and whether one occurred."""
+    hit = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return (text[:hit], True) if hit >= 0 else (text, False)

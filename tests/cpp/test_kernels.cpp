@@ -1,6 +1,6 @@
 // Every kernel path this CPU can run (x86: ref/avx2/avx512; aarch64 under qemu: neon/dotprod/
 // i8mm) against the scalar reference kernels on random blocks, for every weight type, with odd
-// row counts (tile tails), 1..several blocks of columns and token counts 1, 2, 3, 5, 7, 17, 67.
+// row counts (tile tails), 1..several blocks of columns and token counts 1, 2, 3, 5, 7, 17, 31, 67.
 //
 // Tolerance: the int8 activations are produced by each path's quantizer, which must be
 // bit-identical to the scalar one (checked separately), so paths differ only in the order of
@@ -95,7 +95,7 @@ bool check_type(DType type, Isa isa, ThreadPool& pool) {
   std::vector<int64_t> col_list = bs == 1 ? std::vector<int64_t>{1, 7, 16, 33, 100, 515}
                                           : std::vector<int64_t>{unit, 2 * unit, 3 * unit, 7 * unit};
   if (bs == 32) col_list.push_back(163 * 32);  // > one K chunk of the block kernels
-  const int64_t ns[] = {1, 2, 3, 5, 7, 17, 67};
+  const int64_t ns[] = {1, 2, 3, 5, 7, 17, 31, 67};
   bool ok = true;
   for (int64_t cols : col_list) {
     const int64_t rows = cols > 1000 ? 21 : 37;  // 16-row tiles plus a partial one

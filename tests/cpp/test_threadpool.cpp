@@ -1,6 +1,8 @@
 #include <atomic>
+#include <thread>
 #include <vector>
 
+#include "minicpmv/error.h"
 #include "runtime/threadpool.h"
 #include "testing.h"
 
@@ -42,6 +44,61 @@ TEST(worker_exception_reaches_caller_and_pool_survives) {
   std::atomic<int> count{0};
   pool.run([&](int, int) { count.fetch_add(1); });
   CHECK(count.load() == 2);
+}
+
+// Two callers sharing one pool (two sessions over one pool, driven from two Python threads with
+// the GIL released): each run() must still see every thread exactly once with its own job.
+TEST(concurrent_runs_from_two_threads_are_serialized) {
+  ThreadPool pool(3);
+  std::atomic<int> bad{0};
+  auto caller = [&] {
+    for (int rep = 0; rep < 300; ++rep) {
+      std::vector<std::atomic<int>> hits(3);
+      pool.run([&](int ith, int nth) {
+        if (nth != 3) bad.fetch_add(1);
+        hits[ith].fetch_add(1);
+      });
+      for (auto& h : hits)
+        if (h.load() != 1) bad.fetch_add(1);
+      std::vector<std::atomic<int>> seen(100);
+      pool.parallel_for(100, 7, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) seen[i].fetch_add(1);
+      });
+      for (auto& s : seen)
+        if (s.load() != 1) bad.fetch_add(1);
+    }
+  };
+  std::thread a(caller), b(caller);
+  a.join();
+  b.join();
+  CHECK(bad.load() == 0);
+}
+
+TEST(nested_run_throws_and_nested_parallel_for_runs_inline) {
+  for (int n : {1, 3}) {
+    ThreadPool pool(n);
+    std::atomic<int> threw{0};
+    pool.run([&](int, int) {
+      try {
+        pool.run([](int, int) {});
+      } catch (const minicpmv::InvalidArgument&) {
+        threw.fetch_add(1);
+      }
+    });
+    CHECK(threw.load() == n);
+    std::vector<std::atomic<int>> seen(50 * n);
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        CHECK(pool.in_job() == (n > 1));  // a 1-thread pool runs parallel_for inline, not as a job
+        pool.parallel_for(50, 4, [&](int64_t b2, int64_t e2) {
+          for (int64_t i = b2; i < e2; ++i) seen[j * 50 + i].fetch_add(1);
+        });
+      }
+    });
+    for (auto& s : seen) CHECK(s.load() == 1);
+    CHECK(!pool.in_job());
+    pool.run([&](int, int) {});  // still usable
+  }
 }
 
 TEST_MAIN()

@@ -9,9 +9,11 @@
 // Float weights (F32 F16 BF16) are widened to f32 exactly and use f32 FMA (vdpbf16ps is not used:
 // it would round the activations to bf16).
 // Tiles: floats 4 rows x up to 4 tokens (16 zmm accumulators); quantized 1 row x up to 4 tokens
-// (K-quants: 8): each unpacked weight vector feeds the NR tokens, whose activations stay in L1 while matmul.cpp
-// sweeps a row block. 32-blocks go 16 blocks at a time with one scale FMA per 16 blocks (see
-// Block32GroupTile); K-quants keep int32 super-block sums in registers. All 11 types vectorised.
+// (K-quants: 8): each unpacked weight vector feeds the NR tokens, whose activations stay in L1
+// while matmul.cpp sweeps a row block. 32-blocks go 16 blocks at a time with one scale FMA per 16
+// blocks (Block32GroupTile); from 16 tokens on, Q4_0 / Q8_0 use a 16-row x 16-token tile with the
+// rows transposed into the zmm lanes and broadcast activations (Rows16Tile: ~2x the 1-row tile).
+// K-quants keep int32 super-block sums in registers. All 11 types vectorised.
 #include <immintrin.h>
 
 // GCC 12's intrinsic headers trip -Wuninitialized on their own _mm512_undefined_* placeholders.
@@ -388,7 +390,7 @@ struct Block32GroupTile {
 template <class B>
 struct Rows16Tile {
   static constexpr int MR = 16;
-  static constexpr int kTokens = 8;
+  static constexpr int kTokens = 16;
   // byte offsets of codes 0..15 / 16..31 of block b in an A8 row in the P layout
   static int64_t lo_off(int64_t b, int64_t nb16) { return b < nb16 ? (b & ~int64_t(3)) * 32 + 16 * (b & 3) : b * 32; }
   static int64_t hi_off(int64_t b, int64_t nb16) { return lo_off(b, nb16) + (b < nb16 ? 64 : 16); }
@@ -465,7 +467,7 @@ struct Rows16Tile {
     for (int t = 0; t < NR; ++t) {
       alignas(64) float v[16];
       _mm512_store_ps(v, acc[t]);
-      for (int L = 0; L < 16; ++L) out[L][t] = v[L];
+      for (int L = 0; L < 16; ++L) out[perm16(L)][t] = v[L];
     }
   }
 };
