@@ -48,6 +48,7 @@ DEFAULT_JSON = HERE / "out" / "bench_full.json"
 QUESTION = "What is in this image? Describe it briefly."
 N_CTX = 4096
 N_BATCH = 512
+CORE_PATH = None  # --core
 
 LLM_FILES = {  # label -> file name in the cache
     "ours-Q4_K_M": "ours/ggml-model-Q4_K_M.gguf",
@@ -442,7 +443,20 @@ def worker_ttft(cfg):
 WORKERS = {"llm": worker_llm, "vision": worker_vision, "ttft": worker_ttft}
 
 
+def use_core(path):
+    """Load minicpmv_edge._core from `path` (a build of our own with symbols, for a stable binary
+    during a long run and for perf) instead of the installed one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("minicpmv_edge._core", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["minicpmv_edge._core"] = mod
+
+
 def worker_main(cfg):
+    if cfg.get("core"):
+        use_core(cfg["core"])
     res = {"load_start": loadavg()}
     t0 = time.time()
     res.update(WORKERS[cfg["task"]](cfg))
@@ -460,6 +474,8 @@ def worker_main(cfg):
 
 def run_worker(cfg, logdir: Path):
     """Runs one measurement in a fresh process; its stderr goes to a log file in the cache."""
+    if CORE_PATH:
+        cfg = dict(cfg, core=CORE_PATH)
     name = f"{cfg['task']}-{cfg['engine']}-{cfg.get('label', '')}-t{cfg['threads']}.log"
     logf = logdir / name
     log(f"  {cfg['task']:6s} {cfg['engine']:9s} {cfg.get('label', ''):13s} t={cfg['threads']} (load {loadavg()}) ...")
@@ -509,12 +525,17 @@ def main(argv=None):
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the vision slice (after 1 warm-up)")
     ap.add_argument("--build-threads", type=int, default=2)
+    ap.add_argument("--core", help="path of a minicpmv_edge._core build to use instead of the installed one")
     ap.add_argument("--no-build", action="store_true", help="do not build missing model files; skip what is missing")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         return worker_main(json.loads(a.worker))
 
+    global CORE_PATH
+    if a.core:
+        CORE_PATH = str(Path(a.core).resolve())
+        use_core(CORE_PATH)
     cache = Path(a.cache).resolve()
     if REPO in cache.parents or cache == REPO:
         ap.error(f"--cache {cache} is inside the repository: model files must stay outside it")
@@ -533,6 +554,8 @@ def main(argv=None):
     try:
         from minicpmv_edge import _core
         results["our_isa"] = str(_core.isa_info())
+        results["our_core"] = {"path": _core.__file__,
+                               "mtime_utc": time.strftime("%H:%M:%S", time.gmtime(os.path.getmtime(_core.__file__)))}
     except Exception as e:  # informative only
         results["our_isa"] = f"? ({e})"
     log(f"[bench] load {loadavg()}; bandwidth ...")

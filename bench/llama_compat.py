@@ -92,10 +92,11 @@ def write_tiny(path, quant, seed=0):
 
 
 def convert(hf_dir, quant, out_dir):
-    out = Path(out_dir) / f"model-{quant}.gguf"
-    subprocess.run([sys.executable, "-m", "minicpmv_edge", "convert", str(hf_dir), "-o", str(out),
-                    "--quant", quant], check=True)
-    return out
+    from minicpmv_edge.convert.converter import llm_output_name
+
+    subprocess.run([sys.executable, "-m", "minicpmv_edge", "convert", str(hf_dir), "-o", str(out_dir),
+                    "--quant", quant, "--skip-mmproj", "--no-progress"], check=True)
+    return Path(out_dir) / llm_output_name(quant)
 
 
 def main():

@@ -4,7 +4,7 @@ weights dequantized by gguf-py (gguf.quants.dequantize) with the exact float64 a
 Tolerance, per output y[t, r] (a proven bound, not a fit):
   quantized weights: the activations are rounded to int8 per block b (Q8_0-style for the
     32-blocks: |x - q d_f16| <= 0.5 d + 127 |d - d_f16| <= 0.5625 d, d = max|x_b| / 127;
-    Q8_K-style for the K-quants: |x - q d| <= 0.5 |d|, d = max|x_b| / 128), so
+    Q8_K-style for the K-quants: |x - q d| <= 0.5 |d|, d = max|x_b| / 127, as ggml), so
       |err| <= sum_b sum_{j in b} |w_j| * c * d_b          (c = 0.5625 or 0.5, + 1e-5 slack)
   plus f32 rounding of the accumulation: (number of f32 additions + 8) * 2^-24 * sum_j |w_j x_j|.
   float weights (f32/f16/bf16): only the f32 accumulation term (cols + 8 additions).
@@ -60,7 +60,7 @@ def bound(name, deq, x):
     blk = 32 if name in QUANT32 else 256
     nb = cols // blk
     amax = ax.reshape(x.shape[0], nb, blk).max(axis=2)                  # [n, nb]
-    d = amax / 127.0 * 0.5625 if name in QUANT32 else amax / 128.0 * 0.5
+    d = amax / 127.0 * 0.5625 if name in QUANT32 else amax / 127.0 * 0.5
     wsum = aw.reshape(deq.shape[0], nb, blk).sum(axis=2)                # [rows, nb]
     return (d * (1 + 1e-5)) @ wsum.T + (nb + 2 * blk + 8) * U * mag + 1e-30
 

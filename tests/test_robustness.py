@@ -243,6 +243,26 @@ def test_abandoned_stream_and_reset_behind_the_back(tiny, model):
     assert model.last_stats.tokens == expected
 
 
+def test_interleaved_streams(tiny, model):
+    """A stream left half-consumed while another call runs must not append its tokens to the
+    other call's cache (that would silently continue from the wrong context)."""
+    a, b = picture(100, 70, 10), picture(70, 100, 11)
+    ma = [{"role": "user", "content": [a, "First question?"]}]
+    mb = [{"role": "user", "content": [b, "Second question?"]}]
+    _, expected_b = fresh_answer(tiny, mb)
+    kw = dict(stream=True, sampling=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=8)
+    model.reset()
+    g1 = model.chat(ma, **kw)
+    next(g1)
+    "".join(model.chat(mb, **kw))
+    assert model.last_stats.tokens == expected_b
+    with pytest.raises(RuntimeError, match="took over its KV cache"):
+        list(g1)
+    assert model.last_stats.tokens == expected_b  # the superseded stream did not overwrite the stats
+    model.chat(mb, **GREEDY)
+    assert model.last_stats.tokens == expected_b
+
+
 def test_forked_sessions_from_two_threads(model):
     """Two sessions over one thread pool evaluated at the same time (GIL released): the pool
     serializes them; each gets the logits it gets alone."""

@@ -1,11 +1,13 @@
 // Matmul shapes of one 448x448 vision slice (1024 tokens) per weight type, and the full attention
 // of a tower block: where the vision time goes. `bench_vision_ops [threads]`.
 // `bench_vision_ops threads mmproj.gguf [native|q8_0|auto]`: tower and resampler of one 32x32
-// slice of that file instead (best of 3, after a warm-up).
+// slice of that file instead (best of 3, after a warm-up). `bench_vision_ops threads attention`:
+// the attention alone.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/matmul.h"
@@ -40,7 +42,8 @@ int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 1.f);
-  if (argc > 2) {
+  const bool attention_only = argc > 2 && std::string(argv[2]) == "attention";
+  if (argc > 2 && !attention_only) {
     const double t0 = now();
     model::VisionEncoder enc(argv[2], threads, argc > 3 ? argv[3] : "native");
     std::printf("load %.2f s (%s)\n", now() - t0, model::weight_format_name(enc.mmproj().weight_format()));
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
   ThreadPool pool(threads);
   const int64_t n = 1024;
   struct Shape { int64_t rows, cols; const char* what; };
-  for (Shape s : {Shape{3456, 1152, "fused qkv"}, Shape{1152, 1152, "attn q/k/v/out"}, Shape{4304, 1152, "fc1"}, Shape{1152, 4304, "fc2"},
+  for (Shape s : attention_only ? std::vector<Shape>{} : std::vector<Shape>{Shape{3456, 1152, "fused qkv"}, Shape{1152, 1152, "attn q/k/v/out"}, Shape{4304, 1152, "fc1"}, Shape{1152, 4304, "fc2"},
                   Shape{1024, 96, "QK^T padded"}, Shape{96, 1024, "PV"}}) {
     std::vector<float> w(static_cast<size_t>(s.rows * s.cols)), x(static_cast<size_t>(n * s.cols)),
         y(static_cast<size_t>(n * s.rows));
@@ -76,7 +79,7 @@ int main(int argc, char** argv) {
                   (long long)s.cols, type_name(t), sec * 1e3, 2.0 * n * s.rows * s.cols / sec / 1e9);
     }
   }
-  {
+  if (!attention_only) {
     std::vector<float> sc(static_cast<size_t>(n * n));
     for (auto& e : sc) e = nd(rng);
     const double sec = best_of(3, [&] {
@@ -96,9 +99,13 @@ int main(int argc, char** argv) {
     std::vector<float> q(nq * heads * d), k(n * heads * d), v(n * heads * d), o(nq * heads * d), scratch;
     for (auto* b : {&q, &k, &v})
       for (auto& e : *b) e = nd(rng);
-    const double sec = best_of(3, [&] { model::attention_full(a, q.data(), k.data(), v.data(), o.data(), pool, scratch); });
-    std::printf("attention d=%lld heads=%lld nq=%lld nkv=%lld: %8.2f ms  %7.1f GFLOP/s\n", (long long)d,
-                (long long)heads, (long long)nq, (long long)n, sec * 1e3, 4.0 * nq * n * heads * d / sec / 1e9);
+    for (bool int8 : {false, true}) {
+      a.int8 = int8;
+      const double sec = best_of(3, [&] { model::attention_full(a, q.data(), k.data(), v.data(), o.data(), pool, scratch); });
+      std::printf("attention %s d=%lld heads=%lld nq=%lld nkv=%lld: %8.2f ms  %7.1f GFLOP/s\n", int8 ? "int8" : "f32 ",
+                  (long long)d, (long long)heads, (long long)nq, (long long)n, sec * 1e3,
+                  4.0 * nq * n * heads * d / sec / 1e9);
+    }
   }
   return 0;
 }

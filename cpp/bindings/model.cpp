@@ -148,8 +148,8 @@ void bind_model(pyb::module_& m) {
            pyb::arg("n"), "Keeps the first n positions of the cache.")
       .def("fork", &LLM::fork,
            "A new LLM sharing this one's weights and thread pool, with its own KV cache holding a copy "
-           "of this one's (same n_ctx, n_batch, kv_type). An LLM and its forks must not eval at the same "
-           "time from different threads: they share the thread pool.")
+           "of this one's (same n_ctx, n_batch, kv_type). An LLM and its forks may eval from different "
+           "threads; they share the thread pool, which runs one eval's jobs at a time.")
       .def("copy_from", &LLM::copy_from, pyb::arg("other"), pyb::arg("start") = 0,
            "Makes this cache hold what `other` holds, copying positions start .. other.n_past - 1 "
            "(the first `start` positions must already be the same in both). Both must come from the "

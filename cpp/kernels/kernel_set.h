@@ -9,7 +9,8 @@
 //       s = d * sum(q) (Q8_1's s: folds the weights' offset -8/-16/-128 or their min m into one FMA).
 //   A8K (partner of Q4_K Q5_K Q6_K) = Q8_K semantics, planar:
 //         int8 qs[cols] | float d[cols/256] | int16 bsums[cols/16]
-//       per 256: max = the element of largest |x| (with its sign), iscale = -128/max,
+//       per 256: max = the element of largest |x| (with its sign), iscale = -127/max (as current
+//       ggml: no code reaches -128, and results agree bit for bit with llama.cpp),
 //       q = min(127, nearest_even(iscale * x)), d = 1/iscale, bsums = sums of each 16 q.
 //   F32 (partner of F32 F16 BF16): X itself, no copy.
 // Planar rather than interleaved blocks so a SIMD load of 64 activation bytes is 64 values.

@@ -5,6 +5,7 @@
 
 #include "kernels/matmul.h"
 #include "ops/fast_math.h"
+#include "quant/quant.h"
 #include "runtime/threadpool.h"
 
 namespace minicpmv::model {
@@ -21,6 +22,78 @@ ThreadPool& inline_pool() {
   return one;
 }
 
+int64_t round_up32(int64_t x) { return (x + 31) / 32 * 32; }
+
+// The int8 variant: the same two phases with Q8_0-packed heads. K_h is [n_kv, dp] (dp = d rounded
+// up to 32, zero columns), V_h^T is [d, nkp] (nkp = n_kv rounded up, zero columns); query rows
+// are padded to dp and probability rows to nkp with zeros so the padding adds nothing.
+void attention_int8(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                    ThreadPool& pool, std::vector<float>& scratch) {
+  const int64_t d = s.head_dim, nk = s.n_kv, heads = s.n_heads;
+  const int64_t dp = round_up32(d), nkp = round_up32(nk);
+  const size_t k_bytes = row_size(DType::Q8_0, dp) * static_cast<size_t>(nk);
+  const size_t v_bytes = row_size(DType::Q8_0, nkp) * static_cast<size_t>(d);
+  const size_t per_head = k_bytes + v_bytes;
+  const size_t floats = (per_head * static_cast<size_t>(heads) + sizeof(float) - 1) / sizeof(float);
+  if (scratch.size() < floats) scratch.resize(floats);
+  uint8_t* packed = reinterpret_cast<uint8_t*>(scratch.data());
+
+  pool.parallel_for(heads, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> tmp(static_cast<size_t>(std::max(nk * dp, d * nkp)));
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t col = h * d;
+      uint8_t* kq = packed + per_head * static_cast<size_t>(h);
+      std::fill(tmp.begin(), tmp.end(), 0.0f);
+      for (int64_t j = 0; j < nk; ++j) std::memcpy(tmp.data() + j * dp, k + j * s.k_stride + col, sizeof(float) * d);
+      ops::quantize_q8_0_fast(tmp.data(), kq, nk * dp);  // rows of whole blocks: one run
+      std::fill(tmp.begin(), tmp.end(), 0.0f);
+      for (int64_t j0 = 0; j0 < nk; j0 += 16)
+        for (int64_t c = 0; c < d; ++c)
+          for (int64_t j = j0; j < std::min(nk, j0 + 16); ++j) tmp[c * nkp + j] = v[j * s.v_stride + col + c];
+      ops::quantize_q8_0_fast(tmp.data(), kq + k_bytes, d * nkp);
+    }
+  });
+
+  const int64_t blocks = (s.n_q + kQueryBlock - 1) / kQueryBlock;
+  pool.parallel_for(heads * blocks, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> buf;
+    const size_t need = static_cast<size_t>(kQueryBlock * (dp + d + nk + nkp + 1));
+    if (buf.size() < need) buf.resize(need);
+    float* qb = buf.data();
+    float* ob = qb + kQueryBlock * dp;
+    float* sc = ob + kQueryBlock * d;
+    float* pb = sc + kQueryBlock * nk;  // probability rows padded to nkp (when nk != nkp)
+    float* inv = pb + kQueryBlock * nkp;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / blocks, i0 = (t % blocks) * kQueryBlock, col = h * d;
+      const int64_t rows = std::min(kQueryBlock, s.n_q - i0);
+      const uint8_t* kq = packed + per_head * static_cast<size_t>(h);
+      const kernels::Weight K = kernels::Weight::view(DType::Q8_0, nk, dp, kq);
+      const kernels::Weight Vt = kernels::Weight::view(DType::Q8_0, d, nkp, kq + k_bytes);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = q + (i0 + r) * s.q_stride + col;
+        for (int64_t c = 0; c < d; ++c) qb[r * dp + c] = src[c] * s.scale;
+        for (int64_t c = d; c < dp; ++c) qb[r * dp + c] = 0.0f;
+      }
+      kernels::matmul(K, qb, rows, sc, inline_pool());
+      float* p = nk == nkp ? sc : pb;
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = sc + r * nk;
+        inv[r] = 1.0f / ops::exp_shift_sum_fast(row, nk, ops::max_fast(row, nk));
+        if (p != sc) {
+          std::memcpy(p + r * nkp, row, sizeof(float) * nk);
+          for (int64_t j = nk; j < nkp; ++j) p[r * nkp + j] = 0.0f;
+        }
+      }
+      kernels::matmul(Vt, p, rows, ob, inline_pool());
+      for (int64_t r = 0; r < rows; ++r) {
+        float* dst = out + (i0 + r) * s.out_stride + col;
+        for (int64_t c = 0; c < d; ++c) dst[c] = ob[r * d + c] * inv[r];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 // Two phases over the pool:
@@ -34,6 +107,7 @@ ThreadPool& inline_pool() {
 void attention_full(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                     ThreadPool& pool, std::vector<float>& scratch) {
   if (s.n_q <= 0 || s.n_heads <= 0 || s.n_kv <= 0) return;
+  if (s.int8) return attention_int8(s, q, k, v, out, pool, scratch);
   const int64_t d = s.head_dim, nk = s.n_kv, heads = s.n_heads;
   const size_t per_head = static_cast<size_t>(2 * nk * d);  // K_h | V_h^T
   if (scratch.size() < per_head * heads) scratch.resize(per_head * heads);

@@ -17,6 +17,12 @@ struct AttentionShape {
   int64_t n_heads = 0, head_dim = 0;
   int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;  // floats between rows
   float scale = 1.0f;
+  // Both products on the int8 kernels: K_h and V_h^T packed as Q8_0 "weights" (zero-padded to
+  // whole blocks), the scaled queries and the exp(S - max) rows quantized to Q8_0 by matmul.
+  // Costs ~1.5% relative RMS on the output (tests/cpp/test_vision_perf.cpp) for ~20% less time
+  // on the tower's shape with today's kernels (slower for the resampler's 64 queries: packing
+  // dominates). Not switched on by the models yet: kept for when the int8 kernels pull ahead.
+  bool int8 = false;
 };
 
 // Both products run in kernels::matmul (f32), one task per (head, block of 64 query rows) spread

@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "quant/blocks.h"
+#include "quant/f16.h"
+
 namespace minicpmv::ops {
 namespace {
 
@@ -69,6 +72,25 @@ float exp_shift_sum_fast(float* x, int64_t n, float shift) {
     for (; i < m; ++i) tail += v[i];
   }
   return (((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]))) + tail;
+}
+
+void quantize_q8_0_fast(const float* x, void* blocks, int64_t n) {
+  block_q8_0* y = static_cast<block_q8_0*>(blocks);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* v = x + b * 32;
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) {
+      const float a = v[i] < 0.0f ? -v[i] : v[i];
+      amax = a > amax ? a : amax;
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = fp32_to_fp16(d);
+    for (int i = 0; i < 32; ++i) {
+      const float a = v[i] * id;
+      y[b].qs[i] = static_cast<int8_t>(static_cast<int32_t>(a + (a < 0.0f ? -0.5f : 0.5f)));
+    }
+  }
 }
 
 void softmax_fast(float* x, int64_t n, float scale) {

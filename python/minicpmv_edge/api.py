@@ -190,6 +190,9 @@ class MiniCPMV:
         self._image_cache: "OrderedDict[str, Tuple[ImageLayout, np.ndarray]]" = OrderedDict()
         self._image_cache_size = image_cache_size
         self._kv_keys: List[Any] = []  # what each cached position holds (token id or image row key)
+        # The generation the cache currently belongs to: every prefill (and reset) takes the cache
+        # over, so a stream left half-consumed cannot append its tokens to another call's cache.
+        self._cache_owner: Optional[object] = None
         self.n_images_encoded = 0  # vision encoder runs over the object's life (cache misses)
         self.last_stats = Stats()
 
@@ -202,6 +205,7 @@ class MiniCPMV:
         """Forget the conversation in the KV cache (encoded images stay cached)."""
         self.llm.reset()
         self._kv_keys = []
+        self._cache_owner = None
 
     def tokenize(self, text: str) -> List[int]:
         return list(self.tokenizer.encode(text, True))
@@ -350,6 +354,7 @@ class MiniCPMV:
         return prompt, rows
 
     def _prefill(self, ids: List[int], rows, stats: Stats) -> np.ndarray:
+        self._cache_owner = object()  # streams started before this call can no longer continue
         n = len(ids)
         if n > self.llm.n_ctx:
             raise ContextLimitError(f"the conversation needs {n} tokens but the context holds {self.llm.n_ctx} "
@@ -392,6 +397,7 @@ class MiniCPMV:
             self.last_stats = stats
             return
         logits = self._prefill(ids, rows, stats)
+        owner = self._cache_owner
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         sampler = _core.Sampler(self.llm.n_vocab,
@@ -445,6 +451,9 @@ class MiniCPMV:
                 if self.llm.n_past >= self.llm.n_ctx:
                     stats.finish_reason = "context"
                     break
+                if self._cache_owner is not owner:
+                    raise RuntimeError("a later chat()/generate() call on this MiniCPMV object took over its "
+                                       "KV cache: this stream cannot continue (consume or close it first)")
                 logits = np.asarray(self.llm.eval(np.asarray([tok], dtype=np.int32)), dtype=np.float32)
                 self._kv_keys.append(tok)
             else:
@@ -461,4 +470,5 @@ class MiniCPMV:
             stats.n_generated = len(generated)
             stats.tokens = list(generated)
             stats.decode_ms = (time.perf_counter() - t0) * 1e3
-            self.last_stats = stats
+            if self._cache_owner is owner:  # not a superseded stream closed (or collected) later
+                self.last_stats = stats

@@ -1,10 +1,18 @@
 // The pieces of the vision encoder's fast softmax (ops/fast_math: max_fast, exp_shift_sum_fast)
 // against libm / long double, at the sizes attention uses (1024 keys) and with odd tails.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
+#include "kernels/matmul.h"
+#include "model/attention_full.h"
 #include "ops/fast_math.h"
+#include "quant/blocks.h"
+#include "quant/f16.h"
+#include "quant/quant.h"
+#include "runtime/threadpool.h"
 #include "testing.h"
 
 using namespace minicpmv;
@@ -48,6 +56,86 @@ TEST(exp_shift_sum_matches_libm) {
     // lanes adds ~n/8 * 6e-8 relative at most.
     CHECK_MSG(max_rel < 4e-7, "n %lld: max rel %g", (long long)n, max_rel);
     CHECK_MSG(std::fabs(sum - ref_sum) / ref_sum < 2e-5, "n %lld: sum %g vs %Lg", (long long)n, sum, ref_sum);
+  }
+}
+
+TEST(quantize_q8_0_fast_matches_reference_quantizer) {
+  // Against quant's quantize_row(Q8_0) (bit-exact with gguf-py): same scales; codes equal except
+  // where x/d sits within float rounding of a .5 tie (then one step apart).
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  const int64_t n = 32 * 200;
+  std::vector<float> x(n);
+  for (auto& v : x) v = nd(rng);
+  for (int i = 0; i < 32; ++i) x[32 + i] = 0.0f;  // an all-zero block
+  std::vector<block_q8_0> a(n / 32), b(n / 32);
+  ops::quantize_q8_0_fast(x.data(), a.data(), n);
+  quantize_row(DType::Q8_0, x.data(), b.data(), n);
+  int64_t off_by_one = 0;
+  for (int64_t k = 0; k < n / 32; ++k) {
+    CHECK(a[k].d == b[k].d);
+    for (int i = 0; i < 32; ++i) {
+      const int diff = std::abs(int(a[k].qs[i]) - int(b[k].qs[i]));
+      CHECK(diff <= 1);
+      off_by_one += diff;
+    }
+  }
+  CHECK_MSG(off_by_one <= 2, "%lld codes differ", (long long)off_by_one);
+}
+
+// The int8 attention (AttentionShape::int8) against the float64 softmax(QK^T)V. Its error comes
+// from rounding Q, K, V and the probabilities through Q8_0 (each ~1/254 of its block's max,
+// relative ~2e-3 RMS per operand); with logits of O(4) as here (scale 2/sqrt(d), unit inputs) the
+// output moves by ~1% RMS of its own RMS -- bounded at 3% (the f32 path is at ~1e-6).
+TEST(attention_int8_close_to_exact) {
+  ThreadPool pool(2);
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  struct Case { int64_t nq, nkv, heads, d; };
+  for (Case c : {Case{77, 77, 4, 72}, Case{130, 1024, 2, 72}, Case{64, 300, 2, 128}, Case{5, 33, 3, 12}}) {
+    model::AttentionShape s;
+    s.n_q = c.nq;
+    s.n_kv = c.nkv;
+    s.n_heads = c.heads;
+    s.head_dim = c.d;
+    const int64_t width = c.heads * c.d;
+    s.q_stride = width + 3;
+    s.k_stride = width + 5;
+    s.v_stride = width;
+    s.out_stride = width + 1;
+    s.scale = 2.0f / std::sqrt(static_cast<float>(c.d));
+    s.int8 = true;
+    std::vector<float> q(c.nq * s.q_stride), k(c.nkv * s.k_stride), v(c.nkv * s.v_stride);
+    for (auto* b : {&q, &k, &v})
+      for (auto& x : *b) x = nd(rng);
+    std::vector<float> out(c.nq * s.out_stride, 123.0f), scratch;
+    model::attention_full(s, q.data(), k.data(), v.data(), out.data(), pool, scratch);
+    double err2 = 0, ref2 = 0;
+    std::vector<double> p(c.nkv);
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i = 0; i < c.nq; ++i) {
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < c.nkv; ++j) {
+          double dot = 0;
+          for (int64_t e = 0; e < c.d; ++e) dot += double(q[i * s.q_stride + h * c.d + e]) * k[j * s.k_stride + h * c.d + e];
+          p[j] = dot * s.scale;
+          mx = p[j] > mx ? p[j] : mx;
+        }
+        for (int64_t j = 0; j < c.nkv; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (int64_t e = 0; e < c.d; ++e) {
+          double o = 0;
+          for (int64_t j = 0; j < c.nkv; ++j) o += p[j] / sum * v[j * s.v_stride + h * c.d + e];
+          const double diff = out[i * s.out_stride + h * c.d + e] - o;
+          err2 += diff * diff;
+          ref2 += o * o;
+        }
+      }
+    const double rel = std::sqrt(err2 / ref2);
+    std::printf("  int8 attention n_q %lld n_kv %lld d %lld: rel. RMS %.2e\n", (long long)c.nq, (long long)c.nkv,
+                (long long)c.d, rel);
+    CHECK_MSG(rel < 3e-2, "rel RMS %g", rel);
+    CHECK(rel > 1e-5);  // the int8 path ran (the f32 one is at ~1e-7)
+    for (int64_t i = 0; i < c.nq; ++i) CHECK(out[i * s.out_stride + width] == 123.0f);  // padding untouched
   }
 }
 

@@ -69,7 +69,7 @@ void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
     }
     int k = 0;
     while (k < 255 && std::fabs(xb[k]) != amax) ++k;  // bounded: NaN input must not run off
-    const float iscale = -128.f / xb[k];
+    const float iscale = -127.f / xb[k];
     for (int g = 0; g < 16; ++g) {
       int32x4_t q[4];
       for (int i = 0; i < 4; ++i)

@@ -56,7 +56,7 @@ void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
       for (int g = 0; g < 16; ++g) bsums[b * 16 + g] = 0;
       continue;
     }
-    const float iscale = -128.f / max;
+    const float iscale = -127.f / max;
     for (int j = 0; j < 256; ++j) {
       const int v = static_cast<int>(std::nearbyint(iscale * xb[j]));  // round half to even
       q[j] = static_cast<int8_t>(v < 127 ? v : 127);

@@ -102,7 +102,7 @@ void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
     }
     int k = 0;
     while (k < 255 && std::fabs(xb[k]) != amax) ++k;  // bounded: NaN input must not run off
-    const float iscale = -128.f / xb[k];
+    const float iscale = -127.f / xb[k];
     const __m256 vs = _mm256_set1_ps(iscale);
     for (int g = 0; g < 8; ++g) {
       __m256i q[4];

@@ -89,7 +89,7 @@ void quantize_a8k(const float* x, uint8_t* dst, int64_t cols) {
     }
     int k = 0;  // the first element of largest magnitude keeps its sign (as the scalar twin)
     while (k < 255 && std::fabs(xb[k]) != amax) ++k;  // bounded: NaN input must not run off
-    const float iscale = -128.f / xb[k];
+    const float iscale = -127.f / xb[k];
     const __m512 vs = _mm512_set1_ps(iscale);
     for (int g = 0; g < 16; ++g) {
       __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vs));  // nearest even
