@@ -481,7 +481,7 @@ def run_worker(cfg, logdir: Path):
     log(f"  {cfg['task']:6s} {cfg['engine']:9s} {cfg.get('label', ''):13s} t={cfg['threads']} (load {loadavg()}) ...")
     with open(logf, "w") as ef:
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
-                           stdout=subprocess.PIPE, stderr=ef, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                           stdout=subprocess.PIPE, stderr=ef, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
         tail = logf.read_text(errors="replace").strip().splitlines()[-5:]
@@ -521,6 +521,7 @@ def main(argv=None):
     ap.add_argument("--quants", default="Q4_K_M,Q4_0", help="LLM types for the llm measurement")
     ap.add_argument("--sources", default="ours", help="whose files to time in llm: ours, llama or both (ours,llama)")
     ap.add_argument("--engines", default="ours,llama.cpp")
+    ap.add_argument("--mmprojs", default="f16,q8_0", help="mmproj types for the vision measurement")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the vision slice (after 1 warm-up)")
@@ -600,6 +601,8 @@ def main(argv=None):
                     add(f"peak RSS llm-only {label}", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"), "MB", "lower")
         if "vision" in only:
             for mm_name, mm in (("f16", MMPROJ_F16), ("q8_0", MMPROJ_Q8)):
+                if mm_name not in a.mmprojs.split(","):
+                    continue
                 if not (cache / mm).exists():
                     log(f"  (skipping mmproj {mm_name}: missing)")
                     continue

@@ -184,7 +184,13 @@ def test_quantize_rejects_bad_input():
     with pytest.raises(ValueError, match="non-finite"):
         _core.quantize("q5_K", y)
     assert _core.type_info("Q4_k") == {"name": "q4_K", "block_size": 256, "type_size": 144,
-                                       "id": 12, "can_quantize": True}
+                                       "id": 12, "can_quantize": True, "supported": True}
+    # "supported" (the engine can read weights of the type) is what the loaders check at load time:
+    # q2_K / q3_K / q8_1 have block layouts in the table but no dequantizer or kernel
+    for t in ("q2_K", "q3_K", "q8_1"):
+        assert _core.type_info(t)["supported"] is False, t
+        with pytest.raises(ValueError, match="not supported"):
+            _core.dequantize(t, np.zeros(_core.type_info(t)["type_size"], np.uint8), _core.type_info(t)["block_size"])
 
 
 # ---------------------------------------------------------------- K-quants: numpy port

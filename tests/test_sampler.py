@@ -132,3 +132,10 @@ def test_bad_arguments():
         s.sample(np.full(10, -np.inf, np.float32), [])
     with pytest.raises(ValueError, match="NaN"):
         s.sample(np.full(10, np.nan, np.float32), [])
+    # a single NaN anywhere, greedy (temperature 0) as well as sampling: never a silent argmax
+    for temp in (0.0, 0.7):
+        g = _core.Sampler(10, temperature=temp)
+        x = np.arange(10, dtype=np.float32)
+        x[5] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            g.sample(x, [])

@@ -149,3 +149,17 @@ def test_bad_weights_option(files):
     path, _ = files["f32"]
     with pytest.raises(ValueError, match="weights='int4'.*'auto', 'native' or 'q8_0'"):
         _core.VisionEncoder(path, weights="int4")
+
+
+def test_non_finite_weights_are_named(tmp_path):
+    """inf in an f32 matrix: native loads (the file is valid), the q8_0 conversion refuses, naming it."""
+    w = vision_ref.make_vision_weights(CFG, seed=4)
+    tensors, _ = mmproj_fixture.mmproj_tensors(w, CFG, "f32")
+    data, raw = tensors["v.blk.1.ffn_up.weight"]
+    data = data.copy()
+    data[3, 5] = np.inf
+    tensors["v.blk.1.ffn_up.weight"] = (data, raw)
+    path = mmproj_fixture.write_mmproj(tmp_path / "inf.gguf", CFG, tensors)
+    assert _core.VisionEncoder(path, n_threads=1, weights="native").weight_format == "native"
+    with pytest.raises(ValueError, match=r"v\.blk\.1\.ffn_up\.weight.*inf or NaN.*weights='native'"):
+        _core.VisionEncoder(path, n_threads=1, weights="q8_0")

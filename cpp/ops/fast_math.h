@@ -23,10 +23,9 @@ float max_fast(const float* x, int64_t n);
 // output row by 1/sum instead of the 1024-wide probability row).
 float exp_shift_sum_fast(float* x, int64_t n, float shift);
 
-// n floats (a multiple of 32) -> n/32 Q8_0 blocks (34 bytes each: fp16 scale d = amax/127, then
-// round(x/d) as int8), as quantize_row(Q8_0) but written for the vectorizer: the rounding adds
-// +-0.5 and truncates, so a value within 2^-24 of a .5 tie may land one step away from
-// roundf's choice (an internal format: attention packs its K/V heads with it each call).
+// n finite floats (a multiple of 32) -> n/32 Q8_0 blocks (34 bytes each: fp16 d = amax/127, then
+// roundf(x * (1/d)) as int8): the same bytes as quantize_row(Q8_0) (and gguf-py), but written
+// for the vectorizer (no libm roundf / fmaxf calls) and without its finiteness check.
 void quantize_q8_0_fast(const float* x, void* blocks, int64_t n);
 
 // In place 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), tanh from exp_fast.

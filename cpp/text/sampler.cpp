@@ -52,9 +52,11 @@ size_t Sampler::distribution(const float* logits, const int32_t* prev, size_t n_
 
   if (params_.temperature <= 0) {  // greedy: first maximum, as torch.argmax
     int32_t best = 0;
-    for (int32_t i = 1; i < n_vocab_; ++i)
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+      // every entry: a NaN compares false, so one anywhere but at 0 would otherwise pass unseen
+      if (std::isnan(x_[i])) throw InvalidArgument("sampler: logits contain NaN (token " + std::to_string(i) + ")");
       if (x_[i] > x_[best]) best = i;
-    if (std::isnan(x_[best])) throw InvalidArgument("sampler: logits contain NaN");
+    }
     cand_[0] = best;
     prob_[0] = 1.0;
     return 1;
