@@ -8,6 +8,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "quant/blocks.h"
@@ -81,7 +82,7 @@ void quantize_q8_0_fast(const float* x, void* blocks, int64_t n) {
     float m8[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 running maxima: a vector, not a serial chain
     for (int i = 0; i < 32; i += 8)
       for (int l = 0; l < 8; ++l) {
-        const float a = v[i + l] < 0.0f ? -v[i + l] : v[i + l];
+        const float a = std::fabs(v[i + l]);
         m8[l] = a > m8[l] ? a : m8[l];
       }
     float amax = m8[0];
@@ -89,6 +90,7 @@ void quantize_q8_0_fast(const float* x, void* blocks, int64_t n) {
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[b].d = fp32_to_fp16(d);
+    int32_t q[32];  // codes staged in a local array: stores through int8_t* may alias x
     for (int i = 0; i < 32; ++i) {
       // roundf (half away from zero) without the libm call: truncate, then step by the exact
       // remainder (|a| <= 127.5, so t and a - t are exact).
@@ -96,8 +98,9 @@ void quantize_q8_0_fast(const float* x, void* blocks, int64_t n) {
       const float t = static_cast<float>(static_cast<int32_t>(a));
       const float f = a - t;
       const float r = t + (f >= 0.5f ? 1.0f : 0.0f) - (f <= -0.5f ? 1.0f : 0.0f);
-      y[b].qs[i] = static_cast<int8_t>(static_cast<int32_t>(r));
+      q[i] = static_cast<int32_t>(r);
     }
+    for (int i = 0; i < 32; ++i) y[b].qs[i] = static_cast<int8_t>(q[i]);
   }
 }
 

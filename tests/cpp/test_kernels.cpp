@@ -8,6 +8,7 @@
 // the generated scales (|w| <= wmax, |x| <= 1): B = cols * wmax. Accumulating a few thousand
 // terms in f32 in different orders moves a result by ~1e-6 B at most; a wrong code, scale or
 // block index moves it by ~B / cols or more.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -225,6 +226,43 @@ TEST(threads_and_shapes) {
       bool same = true;
       for (int64_t r = 0; r < rows; ++r) same &= std::fabs(y2[r] - y1[r]) <= 1e-5f * cols * wmax;
       CHECK_MSG(same, "%s %s n=1 vs n=19", isa_name(isa), type_name(t));
+    }
+  }
+}
+
+TEST(k_quants_extreme_codes_and_scales) {
+  // Q4_K / Q6_K with every code and 6-bit scale / min at its maximum (Q6_K scales -128 and 127)
+  // and activations at +-127: the largest int32 sub-block and super-block sums the prefill tile
+  // (16 rows x 16 tokens, scales applied in int32) and the decode tile can meet, on 16-token
+  // groups and a tail (n = 16, 33), 16-row tiles and a partial one (rows 40). A saturating or
+  // overflowing int16 / int32 step would be off by far more than the tolerance.
+  ThreadPool pool(1);
+  for (Isa isa : simd_paths()) {
+    for (DType t : {DType::Q4_K, DType::Q6_K}) {
+      const int64_t rows = 40, cols = 3 * 256;
+      float wmax = 0;
+      std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+      const size_t ts = type_traits(t).type_size;
+      for (size_t b = 0; b < w.size() / ts; ++b) {
+        uint8_t* blk = w.data() + b * ts;
+        if (t == DType::Q4_K) {
+          std::memset(blk + 4, 0xFF, 12 + 128);  // scales, mins 63; codes 15
+        } else {
+          std::memset(blk, 0xFF, 192);           // codes 63
+          for (int g = 0; g < 16; ++g) blk[192 + g] = (b + g) % 2 ? 0x80 : 0x7F;
+        }
+      }
+      Weight W = Weight::view(t, rows, cols, w.data());
+      for (int64_t n : {1, 16, 33}) {
+        std::vector<float> x(n * cols), y(n * rows), yr(n * rows);
+        for (int64_t i = 0; i < n * cols; ++i) x[i] = (i / 7) % 3 == 0 ? -1.f : 1.f;
+        matmul(W, x.data(), n, yr.data(), pool, Isa::Ref);
+        matmul(W, x.data(), n, y.data(), pool, isa);
+        const double tol = 2e-5 * cols * wmax;
+        double worst = 0;
+        for (int64_t i = 0; i < n * rows; ++i) worst = std::max(worst, std::fabs(double(y[i]) - double(yr[i])));
+        CHECK_MSG(worst <= tol, "%s %s n=%lld: max err %g (tol %g)", isa_name(isa), type_name(t), (long long)n, worst, tol);
+      }
     }
   }
 }

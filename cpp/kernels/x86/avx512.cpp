@@ -620,6 +620,191 @@ struct Q6KTile {
   }
 };
 
+// Prefill tile for Q4_K / Q6_K with many tokens: 16 weight rows x up to 16 tokens, as Rows16Tile.
+// Per super-block the 16 rows are first unpacked to their 256 codes each (a 4 KiB L1 scratch,
+// row-major), then transposed 32 codes (one sub-block) at a time so one zmm holds 4 code positions
+// of all 16 rows; vpdpbusd against the token's broadcast activation bytes yields the 16 rows'
+// sub-block sums, which are multiplied by the rows' sub-block scales exactly in int32 (vpmulld)
+// and summed over the super-block. The mins (Q4_K) / the -32 offset (Q6_K) come from the A8K
+// bsums with vpdpwssd, also exactly in int32. Scales and d / dmin of the 16 rows are gathered
+// and unpacked in zmm lanes (no scalar get_scale_min). Lane L is row perm16(L).
+template <bool kSix>
+struct RowsK16Tile {
+  static constexpr int MR = 16;
+  static constexpr int kTokens = 16;
+  static constexpr int BS = kSix ? 210 : 144;
+
+  static void unpack_row(const uint8_t* blk, uint8_t* codes) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (!kSix) {
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 64 * c), _mm256_and_si256(q, m4));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 64 * c + 32),
+                           _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+      }
+    } else {
+      const __m256i m30 = _mm256_set1_epi8(0x30);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        uint8_t* o = codes + 128 * h;
+        auto st = [&](int off, __m256i lo, __m256i hi) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(o + off), _mm256_or_si256(lo, _mm256_and_si256(hi, m30)));
+        };
+        st(0, _mm256_and_si256(l0, m4), _mm256_slli_epi16(qh, 4));
+        st(32, _mm256_and_si256(l1, m4), _mm256_slli_epi16(qh, 2));
+        st(64, _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), qh);
+        st(96, _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_srli_epi16(qh, 2));
+      }
+    }
+  }
+  // 4 zmm: dword k of the 16 codes at `off` of the 16 rows (lane L = row perm16(L))
+  static void transpose16(const uint8_t (*codes)[256], int off, __m512i v[4]) {
+    __m512i z[4];
+    for (int q = 0; q < 4; ++q) {
+      const int r = 4 * q;
+      __m512i a = _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(codes[r] + off)));
+      a = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 1] + off)), 1);
+      a = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 2] + off)), 2);
+      z[q] = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 3] + off)), 3);
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    v[0] = _mm512_unpacklo_epi64(t0, t2);
+    v[1] = _mm512_unpackhi_epi64(t0, t2);
+    v[2] = _mm512_unpacklo_epi64(t1, t3);
+    v[3] = _mm512_unpackhi_epi64(t1, t3);
+  }
+  static int32_t load_i32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  static __m512i byte_of(__m512i v, int b) { return _mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xFF)); }
+  static __m512i sbyte_of(__m512i v, int b) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24); }
+
+  template <int NR>
+  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
+    const int64_t nsb = cols / 256;
+    __m512 acc[NR];
+    A8KRow xa[NR];
+    for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols), acc[t] = _mm512_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    // gather offsets of the rows in lane order, relative to w[0] (a row block is far below 2 GiB)
+    alignas(64) int32_t offs[16];
+    for (int L = 0; L < 16; ++L) offs[L] = static_cast<int32_t>(w[perm16(L)] - w[0]);
+    const __m512i voff = _mm512_load_si512(offs);
+    alignas(64) uint8_t codes[16][256];
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* base = w[0] + sb * BS;
+      for (int r = 0; r < 16; ++r) {
+        unpack_row(w[r] + sb * BS, codes[r]);
+        for (int l = 0; l < BS; l += 64) _mm_prefetch(reinterpret_cast<const char*>(w[r] + (sb + 2) * BS + l), _MM_HINT_T0);
+      }
+      __m512i sc[kSix ? 16 : 8], mp[8];
+      __m512 dw, dm = _mm512_setzero_ps();
+      if (!kSix) {
+        const __m512i g0 = _mm512_i32gather_epi32(voff, base, 1);  // d | dmin
+        const __m512i u0 = _mm512_i32gather_epi32(voff, base + 4, 1);
+        const __m512i u1 = _mm512_i32gather_epi32(voff, base + 8, 1);
+        const __m512i u2 = _mm512_i32gather_epi32(voff, base + 12, 1);
+        dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
+        dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
+        const __m512i k3f = _mm512_set1_epi32(0x3f3f3f3f), k0f = _mm512_set1_epi32(0x0f0f0f0f),
+                      k30 = _mm512_set1_epi32(0x30303030);
+        const __m512i sc_lo = _mm512_and_si512(u0, k3f);
+        const __m512i m_lo = _mm512_and_si512(u1, k3f);
+        const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(u2, k0f), _mm512_and_si512(_mm512_srli_epi32(u0, 2), k30));
+        const __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k0f),
+                                             _mm512_and_si512(_mm512_srli_epi32(u1, 2), k30));
+        for (int j = 0; j < 4; ++j) sc[j] = byte_of(sc_lo, j), sc[4 + j] = byte_of(sc_hi, j);
+        // m pairs (m_2i | m_2i+1 << 16) for vpdpwssd against pairs of 32-sums of the bsums
+        const __m512i kff = _mm512_set1_epi32(0xFF), kff0000 = _mm512_set1_epi32(0xFF0000);
+        for (int h = 0; h < 2; ++h) {
+          const __m512i v = h ? m_hi : m_lo;
+          mp[2 * h] = _mm512_or_si512(_mm512_and_si512(v, kff), _mm512_and_si512(_mm512_slli_epi32(v, 8), kff0000));
+          mp[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 16), kff),
+                                          _mm512_and_si512(_mm512_srli_epi32(v, 8), kff0000));
+        }
+      } else {
+        const __m512i g = _mm512_i32gather_epi32(voff, base + 206, 1);  // d in the high half
+        dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+        const __m512i klo = _mm512_set1_epi32(0xFFFF);
+        for (int i = 0; i < 4; ++i) {
+          const __m512i v = _mm512_i32gather_epi32(voff, base + 192 + 4 * i, 1);
+          for (int b = 0; b < 4; ++b) sc[4 * i + b] = sbyte_of(v, b);
+          for (int p = 0; p < 2; ++p)
+            mp[2 * i + p] = _mm512_or_si512(_mm512_and_si512(sc[4 * i + 2 * p], klo), _mm512_slli_epi32(sc[4 * i + 2 * p + 1], 16));
+        }
+      }
+      for (int t = 0; t < NR; ++t)
+        for (int l = 0; l < 256; l += 64) _mm_prefetch(reinterpret_cast<const char*>(xa[t].qs + (sb + 1) * 256 + l), _MM_HINT_T0);
+      __m512i isum[NR];
+      for (int t = 0; t < NR; ++t) isum[t] = zero;
+      for (int j = 0; j < 8; ++j) {
+        __m512i wv[8];
+        transpose16(codes, 32 * j, wv);
+        transpose16(codes, 32 * j + 16, wv + 4);
+        if (!kSix) {
+          const __m512i s = sc[j];
+#pragma GCC unroll 16
+          for (int t = 0; t < NR; ++t) {
+            const int8_t* q = xa[t].qs + sb * 256 + 32 * j;
+            __m512i d0 = zero, d1 = zero;  // two chains: half the dependent vpdpbusd latency
+            for (int k = 0; k < 4; ++k) d0 = _mm512_dpbusd_epi32(d0, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
+            for (int k = 4; k < 8; ++k) d1 = _mm512_dpbusd_epi32(d1, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), s));
+          }
+        } else {
+          const __m512i sa = sc[2 * j], sb2 = sc[2 * j + 1];
+#pragma GCC unroll 16
+          for (int t = 0; t < NR; ++t) {
+            const int8_t* q = xa[t].qs + sb * 256 + 32 * j;
+            __m512i d0 = zero, d1 = zero;
+            for (int k = 0; k < 4; ++k) d0 = _mm512_dpbusd_epi32(d0, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
+            for (int k = 0; k < 4; ++k) d1 = _mm512_dpbusd_epi32(d1, wv[4 + k], _mm512_set1_epi32(load_i32(q + 16 + 4 * k)));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(d0, sa), _mm512_mullo_epi32(d1, sb2)));
+          }
+        }
+      }
+      for (int t = 0; t < NR; ++t) {
+        const int16_t* bs = xa[t].bsums + 16 * sb;
+        const __m512 dx = _mm512_set1_ps(xa[t].d[sb]);
+        __m512i ms = zero;
+        if (!kSix) {
+          // 32-sums b_j = bs[2j] + bs[2j+1] (|b_j| <= 32 * 127: int16), packed in pairs
+          const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs));
+          const __m256i b32 = _mm256_madd_epi16(b16, _mm256_set1_epi16(1));
+          const __m128i bp = _mm_packs_epi32(_mm256_castsi256_si128(b32), _mm256_extracti128_si256(b32, 1));
+          alignas(16) int32_t pr[4];
+          _mm_store_si128(reinterpret_cast<__m128i*>(pr), bp);
+          for (int i = 0; i < 4; ++i) ms = _mm512_dpwssd_epi32(ms, mp[i], _mm512_set1_epi32(pr[i]));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dx), acc[t]);
+          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, dx), acc[t]);
+        } else {
+          for (int p = 0; p < 8; ++p) ms = _mm512_dpwssd_epi32(ms, mp[p], _mm512_set1_epi32(load_i32(bs + 2 * p)));
+          const __m512i tot = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(ms, 5));  // codes - 32
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dw, dx), acc[t]);
+        }
+      }
+    }
+    for (int t = 0; t < NR; ++t) {
+      alignas(64) float v[16];
+      _mm512_store_ps(v, acc[t]);
+      for (int L = 0; L < 16; ++L) out[perm16(L)][t] = v[L];
+    }
+  }
+};
+
+template <class Tile1, class Tile16>
+void gemm_k16(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x, size_t x_stride,
+              int64_t nx, float* y, size_t y_stride) {
+  if (nx >= 16) gemm_tiled<Tile16>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+  else gemm_tiled<Tile1>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+}
+
 }  // namespace
 
 void fill_avx512(KernelSet& ks) {
@@ -638,9 +823,9 @@ void fill_avx512(KernelSet& ks) {
   set(DType::Q8_0, gemm_q32<Q8_0B>);
   for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
     ks.quantize_type[static_cast<int>(t)] = quantize_a8p;
-  set(DType::Q4_K, gemm_tiled<Q45KTile<false>>);
+  set(DType::Q4_K, gemm_k16<Q45KTile<false>, RowsK16Tile<false>>);
   set(DType::Q5_K, gemm_tiled<Q45KTile<true>>);
-  set(DType::Q6_K, gemm_tiled<Q6KTile>);
+  set(DType::Q6_K, gemm_k16<Q6KTile, RowsK16Tile<true>>);
 }
 
 }  // namespace kernels
