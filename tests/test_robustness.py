@@ -165,6 +165,24 @@ def test_corrupt_block_count_is_a_format_error(tiny, tmp_path):
         MiniCPMV(bad, n_threads=1, n_ctx=64)
 
 
+def test_corrupt_vision_block_count_is_a_format_error(tiny, tmp_path):
+    def huge(kv):
+        kv["clip.vision.block_count"] = (1 << 40, [VT.UINT64])
+
+    bad = rewrite(tiny[1], tmp_path / "mmproj-layers.gguf", huge)
+    with pytest.raises(ValueError, match="block_count 1099511627776 is more than"):  # not a MemoryError
+        _core.VisionEncoder(bad, n_threads=1)
+
+
+@pytest.mark.parametrize("name", ["resampler.query", "v.blk.0.ln1.weight", "resampler.ln_q.bias"])
+def test_vision_encoder_names_unreadable_vector_types(tiny, tmp_path, name):
+    # The C++ loader itself (not only the Python API's check) names the tensor and its type.
+    bad = retype(tiny[1], tmp_path / "mmproj-q2k.gguf", name, QT.Q2_K)
+    with pytest.raises(ValueError) as e:
+        _core.VisionEncoder(bad, n_threads=1)
+    assert f"'{name}'" in str(e.value) and "q2_K" in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("delta", [-5, 5])
 def test_tokenizer_size_differs_from_n_vocab(tiny, tmp_path, delta):
     def resize(kv):

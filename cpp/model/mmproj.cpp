@@ -22,8 +22,17 @@ using gguf::TensorInfo;
 }
 
 // A vector of n values in any dtype, as f32.
+// A tensor read as f32 values must be of a type this engine dequantizes (f32, f16, bf16 and the
+// block formats of quant/types.h), with whole blocks.
+void check_dequantizable(const File& f, const TensorInfo& t, int64_t n) {
+  const TypeTraits& tr = type_traits(t.type);
+  if (!tr.supported || n % tr.block_size != 0)
+    fail(f, "tensor '" + t.name + "' has type " + tr.name + ", which this engine cannot read as values");
+}
+
 std::vector<float> load_vector(const File& f, const std::string& name, int64_t n) {
   const TensorInfo& t = f.tensor(name, {n});
+  check_dequantizable(f, t, n);
   std::vector<float> out(static_cast<size_t>(n));
   dequantize_row(t.type, t.data, out.data(), n);
   return out;
@@ -81,6 +90,11 @@ std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
   if (vc.hidden <= 0 || vc.intermediate <= 0 || vc.n_layers <= 0 || vc.n_heads <= 0 || vc.patch_size <= 0)
     fail(f, "vision sizes must be positive (embedding_length, feed_forward_length, block_count, "
             "head_count, patch_size)");
+  // Each block has 16 tensors: a count beyond what the file holds is corrupt (and must not size
+  // an allocation).
+  if (vc.n_layers > static_cast<int64_t>(f.tensors().size()) / 16 + 1)
+    fail(f, "clip.vision.block_count " + std::to_string(vc.n_layers) + " is more than the file's " +
+                std::to_string(f.tensors().size()) + " tensors can hold");
   if (vc.hidden % vc.n_heads != 0)
     fail(f, "clip.vision.embedding_length " + std::to_string(vc.hidden) +
                 " is not a multiple of head_count " + std::to_string(vc.n_heads));
@@ -174,6 +188,7 @@ std::shared_ptr<Mmproj> Mmproj::load(const std::string& path) {
       fail(f, "resampler embed_dim " + std::to_string(rc.embed_dim) + " is not a multiple of 128");
     rc.n_heads = rc.embed_dim / rc.head_dim;
     rc.kv_dim = H;
+    check_dequantizable(f, t, rc.embed_dim * rc.query_num);
     r.query.resize(static_cast<size_t>(rc.embed_dim * rc.query_num));
     dequantize_row(t.type, t.data, r.query.data(), rc.embed_dim * rc.query_num);
   }

@@ -136,11 +136,11 @@ def _as_items(content) -> List[Any]:
     return items
 
 
-def _load_vision(path: str, n_threads: int):
+def _load_vision(path: str, n_threads: int, weights: str = "native"):
     """The vision encoder of an mmproj file. A load error that does not say which tensor is at
     fault (a vector or the query of a type the engine cannot read) gets the file and tensor added."""
     try:
-        return _core.VisionEncoder(path, n_threads=n_threads)
+        return _core.VisionEncoder(path, n_threads=n_threads, weights=weights)
     except ValueError as e:
         if path in str(e):
             raise
@@ -158,7 +158,13 @@ class MiniCPMV:
     """MiniCPM-V 2.6 on this device. `mmproj=None` gives a text-only model."""
 
     def __init__(self, model, mmproj=None, n_threads: Optional[int] = None, n_ctx: int = 4096,
-                 n_batch: int = 512, verbose: bool = False, image_cache_size: int = 16, kv_type: str = "f16"):
+                 n_batch: int = 512, verbose: bool = False, image_cache_size: int = 16, kv_type: str = "f16",
+                 vision_weights: str = "native"):
+        """vision_weights: "native" runs the vision tower on the mmproj's own weights (f16 as
+        published: closest to the reference); "q8_0" converts them at load to int8 blocks for the
+        int8 dot-product kernels (about 1.6x faster per slice here; 1.5e-2 relative RMS on the
+        image embeddings at real widths, against 5e-4 for f16); "auto" picks q8_0 where the CPU
+        has fast int8 dot products."""
         self.model_path, self.mmproj_path = resolve_model_paths(model, mmproj)
         self.verbose = verbose
         nt = int(n_threads) if n_threads else 0
@@ -181,7 +187,7 @@ class MiniCPMV:
         self.vision = None
         self.query_num = 64
         if self.mmproj_path:
-            self.vision = _load_vision(self.mmproj_path, nt)
+            self.vision = _load_vision(self.mmproj_path, nt, vision_weights)
             cfg = self.vision.config
             self.query_num = int(cfg.get("query_num", 64))
             if int(cfg.get("embed_dim", self.llm.n_embd)) != self.llm.n_embd:

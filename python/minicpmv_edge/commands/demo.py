@@ -98,7 +98,7 @@ def run(args):
     print("NOTE: this demo model has RANDOM weights: the answer below is meaningless text.\n"
           "      It shows the pipeline and its speed; see README.md for real weights.", file=sys.stderr)
     t0 = time.perf_counter()
-    m = MiniCPMV(str(model_dir), n_threads=args.threads, n_ctx=4096)
+    m = MiniCPMV(str(model_dir), n_threads=args.threads, n_ctx=4096, vision_weights="auto")
     load_ms = (time.perf_counter() - t0) * 1e3
     # A path must be wrapped as an image part: a bare string in a message's content is text.
     image = {"type": "image", "image": args.image} if args.image else receipt_image()
