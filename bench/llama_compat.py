@@ -53,20 +53,13 @@ def write_tiny(path, quant, seed=0):
     sys.path.insert(0, str(ROOT / "tests"))
     import gguf
     from gguf import GGMLQuantizationType as QT
-    from test_qwen2 import CFG, gguf_name, random_state_dict
+    from test_qwen2 import CFG, add_qwen2_hparams, gguf_name, random_state_dict
 
     qtype = {"f32": QT.F32, "f16": QT.F16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0}[quant]
     sd = random_state_dict(seed)
     w = gguf.GGUFWriter(str(path), "qwen2")
     c = CFG
-    w.add_block_count(c["num_hidden_layers"])
-    w.add_context_length(c["max_position_embeddings"])
-    w.add_embedding_length(c["hidden_size"])
-    w.add_feed_forward_length(c["intermediate_size"])
-    w.add_head_count(c["num_attention_heads"])
-    w.add_head_count_kv(c["num_key_value_heads"])
-    w.add_rope_freq_base(c["rope_theta"])
-    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    add_qwen2_hparams(w, c)
     tokens, merges = byte_level_vocab(c["vocab_size"])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")

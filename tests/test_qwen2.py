@@ -65,9 +65,8 @@ def random_state_dict(seed=0):
     return sd
 
 
-def write_gguf(path, sd, qtype=QT.F32, arch="qwen2", drop=()):
-    w = GGUFWriter(str(path), arch)
-    c = CFG
+def add_qwen2_hparams(w, c=CFG):
+    """The qwen2.* hyper-parameter keys of llama.cpp's layout, from a transformers config dict."""
     w.add_block_count(c["num_hidden_layers"])
     w.add_context_length(c["max_position_embeddings"])
     w.add_embedding_length(c["hidden_size"])
@@ -76,6 +75,11 @@ def write_gguf(path, sd, qtype=QT.F32, arch="qwen2", drop=()):
     w.add_head_count_kv(c["num_key_value_heads"])
     w.add_rope_freq_base(c["rope_theta"])
     w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+
+
+def write_gguf(path, sd, qtype=QT.F32, arch="qwen2", drop=()):
+    w = GGUFWriter(str(path), arch)
+    add_qwen2_hparams(w)
     for k, v in sd.items():
         name = gguf_name(k)
         if name in drop:
