@@ -87,6 +87,11 @@ struct KernelSet {
   // A path may keep the activations of some weight types in its own variant of the A8 layout
   // (same size, same values, codes reordered); nullptr = quantize_a8 / quantize_a8k by act_kind.
   QuantizeFn quantize_type[kNumTypes] = {};
+  // Optional single-token (decode, n == 1) kernels: memory-bound, so a path may use a different
+  // loop (and activation order, quantize_gemv) than its prefill tiles. nullptr = gemm[] and the
+  // activation quantizer above.
+  GemmFn gemv[kNumTypes] = {};
+  QuantizeFn quantize_gemv[kNumTypes] = {};
 };
 
 // Filled by each ISA file (ref always; the others only on their architecture).
@@ -94,6 +99,8 @@ void fill_ref(KernelSet& ks);
 #if defined(MINICPMV_X86)
 void fill_avx2(KernelSet& ks);    // starts from ref, overrides what it vectorises
 void fill_avx512(KernelSet& ks);  // starts from avx2
+void fill_avx512_gemv(KernelSet& ks);   // x86/avx512_gemv.cpp: decode kernels, called by fill_avx512
+void fill_avx512_float(KernelSet& ks);  // x86/avx512_float.cpp: F32/F16/BF16 weights, called by fill_avx512
 #endif
 #if defined(MINICPMV_ARM)
 void fill_neon(KernelSet& ks);

@@ -202,7 +202,8 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   require_supported(isa);
   const KernelSet& ks = kernel_set(isa);
   const int tid = static_cast<int>(W.type());
-  const GemmFn gemm = ks.gemm[tid];
+  const bool single = n == 1 && ks.gemv[tid] != nullptr;
+  const GemmFn gemm = single ? ks.gemv[tid] : ks.gemm[tid];
   const int64_t rows = W.rows(), cols = W.cols();
   const ActKind kind = act_kind(W.type());
   const size_t xs = act_row_bytes(kind, cols);
@@ -210,8 +211,10 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
   if (kind != ActKind::F32) {
     uint8_t* buf = scratch(xs * static_cast<size_t>(n));
-    const QuantizeFn q = ks.quantize_type[tid] ? ks.quantize_type[tid]
-                         : kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k;
+    const QuantizeFn q = single && ks.quantize_gemv[tid] ? ks.quantize_gemv[tid]
+                         : ks.quantize_type[tid]            ? ks.quantize_type[tid]
+                         : kind == ActKind::A8              ? ks.quantize_a8
+                                                            : ks.quantize_a8k;
     auto quant_rows = [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) q(X + t * cols, buf + t * xs, cols);
     };

@@ -831,6 +831,8 @@ void fill_avx512(KernelSet& ks) {
   set(DType::Q4_K, gemm_k16<Q45KTile<false>, RowsK16Tile<false>>);
   set(DType::Q5_K, gemm_tiled<Q45KTile<true>>);
   set(DType::Q6_K, gemm_k16<Q6KTile, RowsK16Tile<true>>);
+  fill_avx512_float(ks);
+  fill_avx512_gemv(ks);
 }
 
 }  // namespace kernels
