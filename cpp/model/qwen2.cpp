@@ -1,11 +1,11 @@
 #include "model/qwen2.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "gguf/gguf.h"
+#include "kernels/attention.h"
 #include "minicpmv/error.h"
 #include "ops/ops.h"
 #include "quant/f16.h"
@@ -139,21 +139,6 @@ void Qwen2Model::token_embedding(int32_t token, float* out) const {
 // ---------------------------------------------------------------------------------------------
 // Session: run state
 
-namespace {
-
-// f16 -> f32 by table: the attention reads every cached K/V element once per query head, and a
-// 256 KB table is faster than the exact bit-twiddling conversion on every target.
-const float* f16_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(65536);
-    for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_fp32(static_cast<uint16_t>(h));
-    return t;
-  }();
-  return table.data();
-}
-
-}  // namespace
-
 struct Qwen2Session::Scratch {
   // Activations of one chunk of up to n_batch positions, row-major.
   std::vector<float> x;     // [n_batch x n_embd] residual stream
@@ -162,10 +147,11 @@ struct Qwen2Session::Scratch {
   std::vector<float> k, v;  // [n_batch x kv_dim]
   std::vector<float> att;   // [n_batch x n_embd] attention output, heads concatenated
   std::vector<float> hb, hb2;  // [n_batch x n_ff]
-  std::vector<float> scores;   // [n_threads x n_ctx] attention scores, one row per thread
   std::vector<float> rope;     // [n_ctx x head_dim] (cos, sin) pairs per position
   std::vector<float> logits;   // [n_vocab] last position
-  // KV cache [n_layer][n_ctx][kv_dim], f16 or f32. Allocated without zeroing: pages are touched
+  // KV cache [n_layer][n_head_kv][n_ctx][head_dim], f16 or f32. Head-major: the attention of one
+  // KV head reads one contiguous run (decode from DRAM: ~35% faster than the heads of a position
+  // side by side, bench/cpp/bench_attention.cpp). Allocated without zeroing: pages are touched
   // only as positions are written.
   std::unique_ptr<uint16_t[]> k_f16, v_f16;
   std::unique_ptr<float[]> k_f32, v_f32;
@@ -190,7 +176,6 @@ Qwen2Session::Qwen2Session(std::shared_ptr<const Qwen2Model> model, std::shared_
   s.att.resize(n_batch_ * c.n_embd);
   s.hb.resize(n_batch_ * c.n_ff);
   s.hb2.resize(n_batch_ * c.n_ff);
-  s.scores.resize(static_cast<size_t>(pool_->size()) * n_ctx_);
   s.logits.resize(c.n_vocab);
   s.rope.resize(n_ctx_ * c.head_dim);
   for (int64_t p = 0; p < n_ctx_; ++p) ops::rope_cache(&s.rope[p * c.head_dim], p, c.head_dim, c.rope_theta);
@@ -199,7 +184,6 @@ Qwen2Session::Qwen2Session(std::shared_ptr<const Qwen2Model> model, std::shared_
   if (kv_type_ == KvType::F16) {
     s.k_f16.reset(new uint16_t[cache]);
     s.v_f16.reset(new uint16_t[cache]);
-    f16_table();
   } else {
     s.k_f32.reset(new float[cache]);
     s.v_f32.reset(new float[cache]);
@@ -352,77 +336,53 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
 
 // Writes this chunk's k and v rows into the cache at positions n_past .. n_past + n - 1.
 void Qwen2Session::store_kv(int64_t layer, int64_t n) {
-  const int64_t kvd = config().kv_dim();
-  const size_t at = (static_cast<size_t>(layer) * n_ctx_ + n_past_) * kvd;
+  const Qwen2Config& c = config();
+  const int64_t kvd = c.kv_dim(), hd = c.head_dim;
   Scratch& s = *s_;
-  if (kv_type_ == KvType::F32) {
-    std::memcpy(&s.k_f32[at], s.k.data(), n * kvd * sizeof(float));
-    std::memcpy(&s.v_f32[at], s.v.data(), n * kvd * sizeof(float));
-    return;
-  }
-  for (int64_t j = 0; j < n * kvd; ++j) {
-    s.k_f16[at + j] = fp32_to_fp16(s.k[j]);
-    s.v_f16[at + j] = fp32_to_fp16(s.v[j]);
-  }
-}
-
-namespace {
-
-inline float load(const float* p, int64_t j, const float*) { return p[j]; }
-inline float load(const uint16_t* p, int64_t j, const float* table) { return table[p[j]]; }
-
-// One query head at one position over the cached keys/values 0 .. n_kv - 1 of its KV head:
-// out = softmax(K q / sqrt(head_dim)) V. K and V step by `stride` elements per position.
-template <class T>
-void attend(const float* q, const T* K, const T* V, int64_t stride, int64_t n_kv, int64_t hd, float* scores,
-            float* out, const float* table) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int64_t t = 0; t < n_kv; ++t) {
-    const T* k = K + t * stride;
-    float dot = 0;
-    for (int64_t j = 0; j < hd; ++j) dot += q[j] * load(k, j, table);
-    scores[t] = dot * scale;
-  }
-  ops::softmax(scores, n_kv);
-  std::fill(out, out + hd, 0.0f);
-  for (int64_t t = 0; t < n_kv; ++t) {
-    const T* v = V + t * stride;
-    const float a = scores[t];
-    for (int64_t j = 0; j < hd; ++j) out[j] += a * load(v, j, table);
+  for (int64_t g = 0; g < c.n_head_kv; ++g) {
+    const size_t at = ((static_cast<size_t>(layer) * c.n_head_kv + g) * n_ctx_ + n_past_) * hd;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* k = &s.k[i * kvd + g * hd];
+      const float* v = &s.v[i * kvd + g * hd];
+      if (kv_type_ == KvType::F32) {
+        std::memcpy(&s.k_f32[at + i * hd], k, hd * sizeof(float));
+        std::memcpy(&s.v_f32[at + i * hd], v, hd * sizeof(float));
+      } else {
+        kernels::fp32_to_fp16_row(k, &s.k_f16[at + i * hd], hd);
+        kernels::fp32_to_fp16_row(v, &s.v_f16[at + i * hd], hd);
+      }
+    }
   }
 }
-
-}  // namespace
 
 // Causal grouped-query attention of the chunk's queries (s.q, already rotated) against the cache,
 // which already holds this chunk's keys and values: query i (position n_past + i) sees positions
-// 0 .. n_past + i. Query head h reads KV head h / (n_head / n_head_kv). Work items are
-// (query row, head) pairs, handed out dynamically across the pool.
+// 0 .. n_past + i; query head h reads KV head h / (n_head / n_head_kv). kernels/attention.h
+// threads it over (KV head, block of query positions) and converts each cached row once per block.
 void Qwen2Session::attention(int64_t layer, int64_t n) {
   const Qwen2Config& c = config();
   Scratch& s = *s_;
-  const int64_t d = c.n_embd, kvd = c.kv_dim(), hd = c.head_dim;
-  const int64_t group = c.n_head / c.n_head_kv;
-  const int64_t n_items = n * c.n_head;
-  const int64_t n_past = n_past_;
-  const size_t layer_at = static_cast<size_t>(layer) * n_ctx_ * kvd;
-  const float* table = kv_type_ == KvType::F16 ? f16_table() : nullptr;
-  std::atomic<int64_t> next{0};
-  pool_->run([&](int ith, int) {
-    float* scores = &s.scores[static_cast<size_t>(ith) * n_ctx_];
-    for (int64_t it = next++; it < n_items; it = next++) {
-      const int64_t i = it / c.n_head, h = it % c.n_head;
-      const int64_t kv_at = layer_at + (h / group) * hd;
-      const float* q = &s.q[i * d + h * hd];
-      float* out = &s.att[i * d + h * hd];
-      if (kv_type_ == KvType::F16)
-        attend(q, &s.k_f16[kv_at], &s.v_f16[kv_at], kvd, n_past + i + 1, hd, scores, out, table);
-      else
-        attend(q, &s.k_f32[kv_at], &s.v_f32[kv_at], kvd, n_past + i + 1, hd, scores, out, table);
-    }
-  });
+  const size_t layer_at = static_cast<size_t>(layer) * n_ctx_ * c.kv_dim();
+  kernels::GqaArgs a;
+  a.q = s.q.data();
+  a.q_stride = c.n_embd;
+  a.out = s.att.data();
+  a.out_stride = c.n_embd;
+  if (kv_type_ == KvType::F16) {
+    a.k = &s.k_f16[layer_at], a.v = &s.v_f16[layer_at], a.kv_type = DType::F16;
+  } else {
+    a.k = &s.k_f32[layer_at], a.v = &s.v_f32[layer_at], a.kv_type = DType::F32;
+  }
+  a.kv_stride = c.head_dim;
+  a.kv_head_stride = n_ctx_ * c.head_dim;
+  a.n_q = n;
+  a.n_past = n_past_;
+  a.n_head = c.n_head;
+  a.n_head_kv = c.n_head_kv;
+  a.head_dim = c.head_dim;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  kernels::gqa_attention(a, *pool_);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Copying a cache (beam search)
@@ -438,12 +398,11 @@ void Qwen2Session::copy_from(const Qwen2Session& other, int64_t start) {
     throw InvalidArgument("copy_from: start " + std::to_string(start) + " must be in [0, min(" +
                           std::to_string(n_past_) + ", " + std::to_string(other.n_past_) + ")]");
   const Qwen2Config& c = config();
-  const int64_t kvd = c.kv_dim();
-  const size_t n = static_cast<size_t>(other.n_past_ - start) * kvd;
-  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+  const size_t n = static_cast<size_t>(other.n_past_ - start) * c.head_dim;
+  for (int64_t lh = 0; lh < c.n_layer * c.n_head_kv; ++lh) {  // every (layer, KV head) run
     // Each session lays its cache out with its own n_ctx: offsets differ when the n_ctx do.
-    const size_t src = (static_cast<size_t>(layer) * other.n_ctx_ + start) * kvd;
-    const size_t dst = (static_cast<size_t>(layer) * n_ctx_ + start) * kvd;
+    const size_t src = (static_cast<size_t>(lh) * other.n_ctx_ + start) * c.head_dim;
+    const size_t dst = (static_cast<size_t>(lh) * n_ctx_ + start) * c.head_dim;
     if (kv_type_ == KvType::F32) {
       std::memcpy(&s_->k_f32[dst], &other.s_->k_f32[src], n * sizeof(float));
       std::memcpy(&s_->v_f32[dst], &other.s_->v_f32[src], n * sizeof(float));
