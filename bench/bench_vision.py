@@ -94,11 +94,11 @@ def main():
     ap.add_argument("--grid", default="32x32", help="patch grid h x w (32x32 = a 448x448 slice)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--weights", default="auto", choices=["auto", "native", "q8_0"],
-                    help="VisionEncoder weights option (auto: q8_0 at load for f16/f32 files on int8 CPUs)")
+    ap.add_argument("--weights", default="auto", choices=["auto", "native", "q8_0", "bf16"],
+                    help="VisionEncoder weights option (auto: bf16 with AVX512_BF16, else q8_0 on int8 CPUs)")
     ap.add_argument("--accuracy", action="store_true",
-                    help="instead of timing: rel. RMS of the [64, embed] output of f16 / q8_0 paths vs the "
-                         "f32 path on a random f32 file at the real widths")
+                    help="instead of timing: rel. RMS of the [64, embed] output of f16 / q8_0 / bf16 paths vs "
+                         "the f32 path on a random f32 file at the real widths")
     args = ap.parse_args()
 
     from minicpmv_edge import _core
@@ -157,7 +157,7 @@ def accuracy(args, h, w):
         for wtype in ("f32", "f16"):
             path = os.path.join(tmp, f"mmproj-random-{wtype}.gguf")
             write_random_mmproj(path, args.layers, wtype)
-            for weights in ("native", "q8_0"):
+            for weights in ("native", "q8_0", "bf16"):
                 enc = _core.VisionEncoder(path, n_threads=args.threads, weights=weights)
                 hidden = enc.vision_tower(patches, h, w)
                 outs[(wtype, weights)] = (hidden, enc.resample(hidden, h, w))

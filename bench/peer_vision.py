@@ -111,23 +111,24 @@ def peer_encode(mmproj, text_model, img, threads):
     if M.mtmd_tokenize(ctx, chunks, ctypes.byref(text), bitmaps, 1) != 0:
         raise RuntimeError("mtmd_tokenize failed")
     n_embd = llama_cpp.llama_model_n_embd(model)
-    outs, seconds = [], 0.0
+    outs, seconds, cpu = [], 0.0, 0.0
     for i in range(M.mtmd_input_chunks_size(chunks)):
         ch = M.mtmd_input_chunks_get(chunks, i)
         if M.mtmd_input_chunk_get_type(ch) != M.MTMD_INPUT_CHUNK_TYPE_IMAGE:
             continue
         n = M.mtmd_input_chunk_get_n_tokens(ch)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if M.mtmd_encode_chunk(ctx, ch) != 0:
             raise RuntimeError("mtmd_encode_chunk failed")
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         e = M.mtmd_get_output_embd(ctx)
         outs.append(np.ctypeslib.as_array(e, shape=(n * n_embd,)).reshape(n, n_embd).copy())
     M.mtmd_input_chunks_free(chunks)
     M.mtmd_bitmap_free(bmp)
     M.mtmd_free(ctx)
     llama_cpp.llama_model_free(model)
-    return outs, seconds
+    return outs, seconds, cpu
 
 
 def main():
@@ -137,6 +138,9 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--wtype", default="f16", choices=["f32", "f16", "q8_0"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weights", default="native",
+                    help="comma-separated VisionEncoder weights options to time (native,bf16,q8_0,auto)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of N runs each (after a warm-up)")
     args = ap.parse_args()
 
     from minicpmv_edge import _core
@@ -158,22 +162,42 @@ def main():
                 cfg = dict(hidden=96, intermediate=160, layers=args.layers, heads=8, embed_dim=256, query_num=64)
                 tensors, _ = mmproj_fixture.mmproj_tensors(vision_ref.make_vision_weights(cfg, 1), cfg, args.wtype)
                 mmproj_fixture.write_mmproj(mmproj, cfg, tensors, args.wtype, pos_embed_k=True)
-        enc = _core.VisionEncoder(mmproj, n_threads=args.threads)
-        width = enc.config["embed_dim"]
+        # wall and process CPU time (all threads): on a shared machine at 1 thread the CPU time is
+        # what an idle machine's wall time would be
+        t_ours, c_ours, fmt = {}, {}, {}
+        for weights in args.weights.split(","):
+            enc = _core.VisionEncoder(mmproj, n_threads=args.threads, weights=weights)
+            fmt[weights] = enc.weight_format
+            enc.encode_image(img)  # warm-up
+            best, best_cpu = 1e30, 1e30
+            for _ in range(args.repeat):
+                t0, c0 = time.perf_counter(), time.process_time()
+                out, layout = enc.encode_image(img)
+                best = min(best, time.perf_counter() - t0)
+                best_cpu = min(best_cpu, time.process_time() - c0)
+            t_ours[weights], c_ours[weights] = best, best_cpu
+            if weights == args.weights.split(",")[0]:
+                ours = out
+            config = enc.config
+            del enc
+        width = config["embed_dim"]
         text_model = os.path.join(tmp, "text.gguf")
         write_text_model(text_model, width)
-
-        enc.encode_image(img)  # warm-up
-        t0 = time.perf_counter()
-        ours, layout = enc.encode_image(img)
-        t_ours = time.perf_counter() - t0
-        peer_encode(mmproj, text_model, img, args.threads)  # warm-up
-        theirs, t_peer = peer_encode(mmproj, text_model, img, args.threads)
+        peer_encode(mmproj, text_model, img, args.threads)  # warm-up (returns outs, wall, cpu)
+        t_peer, c_peer = 1e30, 1e30
+        for _ in range(args.repeat):
+            theirs, t, c = peer_encode(mmproj, text_model, img, args.threads)
+            t_peer, c_peer = min(t_peer, t), min(c_peer, c)
 
     print(f"mmproj {'(given)' if args.mmproj else ('random real-width' if args.real else 'tiny')}: "
-          f"{enc.config['layers']} blocks, {args.wtype}; image 448x448 -> grid {layout['tgt_sizes']}")
-    print(f"  minicpmv-edge: {t_ours * 1e3:8.1f} ms  ({ours.shape[0]} slice)")
-    print(f"  llama.cpp    : {t_peer * 1e3:8.1f} ms  ({len(theirs)} image chunk(s), threads {args.threads})")
+          f"{config['layers']} blocks, {args.wtype}; image 448x448 -> grid {layout['tgt_sizes']}; "
+          f"threads {args.threads}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f}")
+    for weights, t in t_ours.items():
+        c = c_ours[weights]
+        print(f"  minicpmv-edge weights={weights:6s} ({fmt[weights]:6s}): wall {t * 1e3:8.1f} ms ({t / t_peer:.2f}x), "
+              f"cpu {c * 1e3:8.1f} ms ({c / c_peer:.2f}x llama.cpp)")
+    print(f"  llama.cpp                        : wall {t_peer * 1e3:8.1f} ms,         cpu {c_peer * 1e3:8.1f} ms  "
+          f"({len(theirs)} image chunk(s))")
     if theirs and theirs[0].shape == ours[0].shape:
         a, b = ours[0], theirs[0]
         rel = float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))

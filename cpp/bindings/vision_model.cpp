@@ -106,9 +106,10 @@ void bind_vision_model(pyb::module_& m) {
            }),
            pyb::arg("mmproj_path"), pyb::arg("n_threads") = 0, pyb::arg("weights") = "native",
            "weights: 'native' (as stored; the default), 'q8_0' (f16/f32 matrices quantized to Q8_0 at load: "
-           "int8 kernels, ~1e-2 relative error) or 'auto' (q8_0 when the CPU has fast int8 dot products).")
-      .def_property_readonly("weight_format",
-                             [](const VisionEncoder& e) { return model::weight_format_name(e.mmproj().weight_format()); })
+           "int8 kernels, ~1e-2 relative error), 'bf16' (converted to bf16 at load, bf16 dot products; "
+           "AVX512_BF16 only, else native) or 'auto' (bf16 with AVX512_BF16, else q8_0 on fast int8 CPUs, "
+           "else native).")
+      .def_property_readonly("weight_format", [](const VisionEncoder& e) { return e.weights(); })
       .def_property_readonly("config", [](const VisionEncoder& e) { return config_dict(e.mmproj()); })
       .def(
           "encode_patches",

@@ -5,6 +5,7 @@
 
 #include "minicpmv/error.h"
 #include "model/attention_full.h"
+#include "model/vision_matmul.h"
 #include "ops/ops.h"
 #include "runtime/threadpool.h"
 
@@ -81,7 +82,7 @@ void Resampler::prepare_queries(ThreadPool& pool) {
   for (int64_t i = 0; i < Q; ++i)
     ops::layer_norm(R.query.data() + i * D, R.ln_q_w.data(), R.ln_q_b.data(), q.data() + i * D, D, c.eps);
   q_proj_.resize(q.size());
-  kernels::matmul(R.attn_q, q.data(), Q, q_proj_.data(), pool);
+  vision_matmul(R.attn_q, q.data(), Q, q_proj_.data(), pool);
   ops::add_bias(q_proj_.data(), R.attn_q_b.data(), Q, D);
 }
 
@@ -96,7 +97,7 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   prepare_queries(pool);
 
   // kv = LN_kv(x W_kv^T);  kpe = kv + pe (keys only: values get no position)
-  kernels::matmul(R.kv, x, n, k_.data(), pool);  // k_ is free until K: holds x W_kv^T
+  vision_matmul(R.kv, x, n, k_.data(), pool);  // k_ is free until K: holds x W_kv^T
   // The sin-cos rows depend on the grid only: the slices of an image share one size (~115k
   // double sin/cos each), so they are rebuilt only when it changes.
   if (h != table_for_h_ || w != table_for_w_) {
@@ -120,8 +121,8 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   });
 
   // K = kpe Wk^T + bk;  V = kv Wv^T + bv
-  kernels::matmul(R.attn_k, kpe_.data(), n, k_.data(), pool);
-  kernels::matmul(R.attn_v, kv_.data(), n, v_.data(), pool);
+  vision_matmul(R.attn_k, kpe_.data(), n, k_.data(), pool);
+  vision_matmul(R.attn_v, kv_.data(), n, v_.data(), pool);
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       ops::add(k_.data() + i * D, R.attn_k_b.data(), D);
@@ -139,13 +140,13 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   attention_full(s, q_proj_.data(), k_.data(), v_.data(), attn_.data(), pool, attn_scratch_);
 
   // y = LN_post(attn Wo^T + bo) . P   (the LN output reuses attn_)
-  kernels::matmul(R.attn_out, attn_.data(), Q, o_.data(), pool);
+  vision_matmul(R.attn_out, attn_.data(), Q, o_.data(), pool);
   for (int64_t i = 0; i < Q; ++i) {
     float* o = o_.data() + i * D;
     ops::add(o, R.attn_out_b.data(), D);
     ops::layer_norm(o, R.ln_post_w.data(), R.ln_post_b.data(), attn_.data() + i * D, D, c.eps);
   }
-  kernels::matmul(R.proj, attn_.data(), Q, out, pool);
+  vision_matmul(R.proj, attn_.data(), Q, out, pool);
 }
 
 }  // namespace minicpmv::model

@@ -5,6 +5,7 @@
 
 #include "minicpmv/error.h"
 #include "model/attention_full.h"
+#include "model/vision_matmul.h"
 #include "ops/fast_math.h"
 #include "ops/ops.h"
 #include "quant/quant.h"
@@ -105,7 +106,7 @@ void SiglipTower::embed(const float* patches, int64_t h, int64_t w, ThreadPool& 
   const VisionConfig& c = m_->vision;
   const VisionWeights& W = m_->v;
   const int64_t n = h * w, H = c.hidden;
-  kernels::matmul(W.patch_embd, patches, n, x_.data(), pool);
+  vision_matmul(W.patch_embd, patches, n, x_.data(), pool);
   vision_position_ids(h, w, c.patches_per_side, pos_ids_.data());
   const gguf::TensorInfo& pos = *W.position_embd;
   const size_t pos_row_bytes = row_size(pos.type, H);
@@ -127,9 +128,9 @@ void SiglipTower::encoder_block(const VisionLayerWeights& L, int64_t n, ThreadPo
   float* xn = xn_.data();
 
   layer_norm_rows(x, xn, n, H, L.ln1_w, L.ln1_b, c.eps, pool);
-  kernels::matmul(L.attn_q, xn, n, q_.data(), pool);
-  kernels::matmul(L.attn_k, xn, n, k_.data(), pool);
-  kernels::matmul(L.attn_v, xn, n, v_.data(), pool);
+  vision_matmul(L.attn_q, xn, n, q_.data(), pool);
+  vision_matmul(L.attn_k, xn, n, k_.data(), pool);
+  vision_matmul(L.attn_v, xn, n, v_.data(), pool);
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       ops::add(q_.data() + i * H, L.attn_q_b.data(), H);
@@ -144,11 +145,11 @@ void SiglipTower::encoder_block(const VisionLayerWeights& L, int64_t n, ThreadPo
   s.q_stride = s.k_stride = s.v_stride = s.out_stride = H;
   s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   attention_full(s, q_.data(), k_.data(), v_.data(), attn_.data(), pool, attn_scratch_);
-  kernels::matmul(L.attn_out, attn_.data(), n, xn, pool);
+  vision_matmul(L.attn_out, attn_.data(), n, xn, pool);
   add_residual_bias(x, xn, L.attn_out_b, n, H, pool);
 
   layer_norm_rows(x, xn, n, H, L.ln2_w, L.ln2_b, c.eps, pool);
-  kernels::matmul(L.ffn_fc1, xn, n, ffn_.data(), pool);
+  vision_matmul(L.ffn_fc1, xn, n, ffn_.data(), pool);
   // A Q8_0-converted fc2 is wider than I (zero columns to a whole block): its input rows are
   // copied into ffn_pad_ with a zero tail by the same pass that adds the bias and applies GELU.
   const int64_t Ip = L.ffn_fc2.cols();
@@ -163,7 +164,7 @@ void SiglipTower::encoder_block(const VisionLayerWeights& L, int64_t n, ThreadPo
       for (int64_t j = I; j < Ip; ++j) go[j] = 0.0f;
     }
   });
-  kernels::matmul(L.ffn_fc2, fc2_in, n, xn, pool);
+  vision_matmul(L.ffn_fc2, fc2_in, n, xn, pool);
   add_residual_bias(x, xn, L.ffn_fc2_b, n, H, pool);
 }
 
