@@ -1,7 +1,11 @@
 """Prefill / decode kernel speed of minicpmv-edge vs llama.cpp (llama-cpp-python) on the same
 Qwen2-7B-shaped layer (hidden 3584, ffn 18944, 28 / 4 heads), single thread, CPU time.
 
-    python bench/bench_kernels.py [--types q4_0 q4_K] [--keep DIR]
+    python bench/bench_kernels.py [--types q4_0 q4_K] [--keep DIR] [--threads 1 2] [--no-llama]
+
+With --threads 2 the time is wall-clock (CPU time would count both cores); with 1 it is the
+thread's CPU time. --no-llama times only ours (with a per-matrix breakdown) and prints the fraction
+of the vpdpbusd peak measured by bench/cpp/peak_vnni when --peak GOP/s is given.
 
 llama.cpp side: synthetic GGUFs (random blocks with small scales; timing only) with 1 and 3
 layers. llama.cpp skips the FFN of unused tokens in the LAST layer, so the cost of one full layer
@@ -63,33 +67,42 @@ def write_model(path, qt, layers, rng):
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 
-def llama_times(path):
+def llama_times(path, threads=1):
     from llama_cpp import Llama
-    llm = Llama(model_path=path, n_ctx=1024, n_batch=N, n_ubatch=N, n_threads=1, n_threads_batch=1, verbose=False)
+    llm = Llama(model_path=path, n_ctx=1024, n_batch=N, n_ubatch=N, n_threads=threads, n_threads_batch=threads,
+                verbose=False)
+    clock = cpu_seconds if threads == 1 else time.perf_counter
     toks = [3 + (i * 7) % (V - 3) for i in range(N)]
     pp = []
     for _ in range(3):
         llm.reset()
-        c0 = cpu_seconds(); llm.eval(toks); pp.append(cpu_seconds() - c0)
+        c0 = clock(); llm.eval(toks); pp.append(clock() - c0)
     llm.reset(); llm.eval(toks[:8])
     tg = []
     for i in range(8):
-        c0 = cpu_seconds(); llm.eval([5 + i]); tg.append(cpu_seconds() - c0)
+        c0 = clock(); llm.eval([5 + i]); tg.append(clock() - c0)
     return min(pp), min(tg)
 
 
-def ours(qt_name, rng):
+def ours(qt_name, rng, threads=1, reps=1, per_matrix=None):
     from minicpmv_edge import _core
     qt = T[qt_name.upper()]
     ws = [random_blocks(qt, r, c, rng) for r, c in SHAPES]
     x = {c: rng.standard_normal((N, c)).astype(np.float32) for c in (H, F)}
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    mm = lambda w, r, c, xx: _core.matmul(qt_name, w, r, c, xx, n_threads=threads)
     pp = tg = 0.0
     for (r, c), w in zip(SHAPES, ws):
-        _core.matmul(qt_name, w, r, c, x[c][:4])
-        t0 = time.thread_time(); _core.matmul(qt_name, w, r, c, x[c]); pp += time.thread_time() - t0
+        mm(w, r, c, x[c][:4])
+        best = 1e9
+        for _ in range(reps):
+            t0 = clock(); mm(w, r, c, x[c]); best = min(best, clock() - t0)
+        pp += best
+        if per_matrix is not None:
+            per_matrix.append((r, c, best))
         best = 1e9
         for _ in range(5):
-            t0 = time.thread_time(); _core.matmul(qt_name, w, r, c, x[c][:1]); best = min(best, time.thread_time() - t0)
+            t0 = clock(); mm(w, r, c, x[c][:1]); best = min(best, clock() - t0)
         tg += best
     layer_bytes = sum(w.nbytes for w in ws)
     return pp, tg, layer_bytes
@@ -99,11 +112,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--types", nargs="+", default=["q4_0", "q4_K"])
     ap.add_argument("--keep", default=None, help="directory for the synthetic GGUFs")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1])
+    ap.add_argument("--no-llama", action="store_true", help="time ours only, per matrix")
+    ap.add_argument("--reps", type=int, default=1, help="best of this many prefill calls per matrix (ours)")
+    ap.add_argument("--peak", type=float, default=None, help="vpdpbusd peak GOP/s of one core (peak_vnni)")
     a = ap.parse_args()
     ops = 2.0 * N * sum(r * c for r, c in SHAPES)
     tmp = a.keep or tempfile.mkdtemp(prefix="mcv-bench-")
-    print(f"one Qwen2-7B layer, {N} tokens, 1 thread, CPU time; {ops / 1e9:.0f} GOP of matmul per layer")
-    for name in a.types:
+    print(f"one Qwen2-7B layer, {N} tokens; {ops / 1e9:.0f} GOP of matmul per layer; load {os.getloadavg()[0]:.1f}")
+    names = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    if a.no_llama:
+        for name in a.types:
+            for th in a.threads:
+                rng = np.random.default_rng(0)
+                pm = []
+                o_pp, _, _ = ours(name, rng, th, a.reps, pm)
+                frac = lambda g: f"  {g / (a.peak * th):4.0%} of peak" if a.peak else ""
+                g = ops / o_pp / 1e9
+                print(f"{name:5s} prefill ours, {th} thread{'s' if th > 1 else ''} "
+                      f"({'CPU' if th == 1 else 'wall'} time): {g:6.1f} GOP/s{frac(g)}")
+                for nm, (r, c, t) in zip(names, pm):
+                    gm = 2.0 * N * r * c / t / 1e9
+                    print(f"      {nm:12s} {r:5d} x {c:5d}  {t * 1e3:8.1f} ms  {gm:6.1f} GOP/s{frac(gm)}")
+        return 0
+    for name, th in [(n, t) for n in a.types for t in a.threads]:
         rng = np.random.default_rng(0)
         qt = T[name.upper()]
         paths = {}
@@ -111,18 +143,19 @@ def main():
             paths[L] = os.path.join(tmp, f"qwen2_{name}_{L}l.gguf")
             if not os.path.exists(paths[L]):
                 write_model(paths[L], qt, L, rng)
-        pp1, _ = llama_times(paths[1])
-        pp3, tg3 = llama_times(paths[3])
+        pp1, _ = llama_times(paths[1], th)
+        pp3, tg3 = llama_times(paths[3], th)
         layer_bytes = sum(r * c for r, c in SHAPES) // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1]
         l_pp = (pp3 - pp1) / 2
-        o_pp, o_tg, _ = ours(name, rng)
+        o_pp, o_tg, _ = ours(name, rng, th, a.reps)
+        print(f"{th} thread{'s' if th > 1 else ' '} ({'CPU' if th == 1 else 'wall'})")
         print(f"{name:5s} prefill  llama.cpp {ops / l_pp / 1e9:6.1f} GOP/s   ours {ops / o_pp / 1e9:6.1f} GOP/s"
               f"   ours/llama.cpp {l_pp / o_pp:4.2f}x")
         print(f"{name:5s} decode   llama.cpp {3 * layer_bytes / tg3 / 1e9:6.1f} GB/s (3 layers + head, whole token)"
               f"   ours {layer_bytes / o_tg / 1e9:6.1f} GB/s (7 matvecs)")
-        if not a.keep:
-            for p in paths.values():
-                os.remove(p)
+    if not a.keep:
+        for p in os.listdir(tmp):
+            os.remove(os.path.join(tmp, p))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@
 // while matmul.cpp sweeps a row block. 32-blocks go 16 blocks at a time with one scale FMA per 16
 // blocks (Block32GroupTile); from 16 tokens on, Q4_0 / Q8_0 use a 16-row x 16-token tile with the
 // rows transposed into the zmm lanes and broadcast activations (Rows16Tile: ~2x the 1-row tile).
-// K-quants keep int32 super-block sums in registers; from 16 tokens on, Q4_K / Q6_K use the same
-// 16-row x 16-token transposed tile (RowsK16Tile: sub-block scales in int32 per row lane, mins /
-// -32 via the bsums; ~1.5x the 1-row tile). All 11 types vectorised.
+// K-quants keep int32 super-block sums in registers; from 16 tokens on, Q4_K / Q6_K use a 16-row
+// transposed tile over groups of up to 64 tokens (RowsK16Tile + gemm_rows16_groups: sub-block
+// scales in int32 per row lane, mins / -32 via the bsums, long rows in column blocks). All 11
+// types vectorised.
 #include <immintrin.h>
 
 // GCC 12's intrinsic headers trip -Wuninitialized on their own _mm512_undefined_* placeholders.
@@ -477,13 +478,6 @@ struct Rows16Tile {
   }
 };
 
-// Q4_0 / Q8_0: the 16 x 16 tile from 16 tokens on, the 1-row group tile below that (decode).
-template <class B>
-void gemm_q32(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x, size_t x_stride,
-              int64_t nx, float* y, size_t y_stride) {
-  if (nx >= 16) gemm_tiled<Rows16Tile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
-  else gemm_tiled<Block32GroupTile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
-}
 
 // ---------------------------------------------------------------- K-quants x A8K
 
@@ -625,63 +619,58 @@ struct Q6KTile {
   }
 };
 
-// Prefill tile for Q4_K / Q6_K with many tokens: 16 weight rows x up to 16 tokens, as Rows16Tile.
-// Per super-block the 16 rows are first unpacked to their 256 codes each (a 4 KiB L1 scratch,
-// row-major), then transposed 32 codes (one sub-block) at a time so one zmm holds 4 code positions
-// of all 16 rows; vpdpbusd against the token's broadcast activation bytes yields the 16 rows'
-// sub-block sums, which are multiplied by the rows' sub-block scales exactly in int32 (vpmulld)
-// and summed over the super-block. The mins (Q4_K) / the -32 offset (Q6_K) come from the A8K
-// bsums with vpdpwssd, also exactly in int32. Scales and d / dmin of the 16 rows are gathered
-// and unpacked in zmm lanes (no scalar get_scale_min). Lane L is row perm16(L).
+// 4 zmm from 16 rows: v[k] = dword k (bytes 4k..4k+3) of the 16 bytes at w[r] + off, for all 16
+// rows r; lane L holds row perm16(L) (a 4 x 4 transpose of 128-bit lanes x dwords).
+inline void transpose16x16(const uint8_t* const* w, int64_t off, __m512i v[4]) {
+  __m512i z[4];
+  for (int q = 0; q < 4; ++q) {
+    const int r = 4 * q;
+    __m512i a = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + off)));
+    a = _mm512_inserti32x4(a, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r + 1] + off)), 1);
+    a = _mm512_inserti32x4(a, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r + 2] + off)), 2);
+    z[q] = _mm512_inserti32x4(a, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r + 3] + off)), 3);
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+  v[0] = _mm512_unpacklo_epi64(t0, t2);
+  v[1] = _mm512_unpackhi_epi64(t0, t2);
+  v[2] = _mm512_unpacklo_epi64(t1, t3);
+  v[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Prefill tile for Q4_K / Q6_K with many tokens: 16 weight rows x up to 64 tokens (transposed
+// rows as Rows16Tile). Per super-block the 16 rows' packed bytes are transposed straight from the
+// file layout (16-byte runs of the 16 rows -> one zmm per 4 byte positions, lane L = row
+// perm16(L)) and split into codes: 64 zmm (4 KiB, L1) hold the super-block's 256 codes of all 16
+// rows, wt[p] = codes 4p..4p+3. That transpose, the gathered scales and d / dmin serve all the
+// call's tokens of the group (64: the fixed part fell from ~28% / 35% of the time at 16 tokens to
+// ~13% / 15% for Q4_K / Q6_K). The tokens go 8 at a time: each wt zmm is loaded once and feeds 8
+// vpdpbusd against the tokens' broadcast activation dwords. bench/cpp/peak_vnni shows what else
+// costs: vpmulld / vpdpwssd / FMA take a vpdpbusd slot each; loads, broadcasts, shuffles, logic,
+// converts issue beside them (up to 1 per vpdpbusd). Per sub-block and token one vpmulld applies
+// the rows' scales exactly in int32 (Q4_K: |32 codes x 127| <= 60960, x 63; Q6_K: |16 x 63 x 127|
+// <= 128016, x 128; super-block sums < 2^29). The mins (Q4_K) / the -32 offset (Q6_K) come from
+// the A8K bsums with vpdpwssd, also exact in int32. Slot bound per super-block and token: Q4_K
+// 64 vpdpbusd / (64 + 8 vpmulld + 4 vpdpwssd + 3 FMA) = 0.81 of peak, Q6_K 64 / (64 + 16 + 8 + 2)
+// = 0.71.
 template <bool kSix>
 struct RowsK16Tile {
-  static constexpr int MR = 16;
-  static constexpr int kTokens = 16;
   static constexpr int BS = kSix ? 210 : 144;
+  static constexpr int kSub = kSix ? 16 : 8;   // sub-blocks per super-block
+  static constexpr int kDw = 64 / kSub;         // dwords (4 codes) per sub-block
 
-  static void unpack_row(const uint8_t* blk, uint8_t* codes) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    if (!kSix) {
-      for (int c = 0; c < 4; ++c) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 64 * c), _mm256_and_si256(q, m4));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 64 * c + 32),
-                           _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-      }
-    } else {
-      const __m256i m30 = _mm256_set1_epi8(0x30);
-      for (int h = 0; h < 2; ++h) {
-        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-        uint8_t* o = codes + 128 * h;
-        auto st = [&](int off, __m256i lo, __m256i hi) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(o + off), _mm256_or_si256(lo, _mm256_and_si256(hi, m30)));
-        };
-        st(0, _mm256_and_si256(l0, m4), _mm256_slli_epi16(qh, 4));
-        st(32, _mm256_and_si256(l1, m4), _mm256_slli_epi16(qh, 2));
-        st(64, _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), qh);
-        st(96, _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_srli_epi16(qh, 2));
-      }
-    }
-  }
-  // 4 zmm: dword k of the 16 codes at `off` of the 16 rows (lane L = row perm16(L))
-  static void transpose16(const uint8_t (*codes)[256], int off, __m512i v[4]) {
-    __m512i z[4];
-    for (int q = 0; q < 4; ++q) {
-      const int r = 4 * q;
-      __m512i a = _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(codes[r] + off)));
-      a = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 1] + off)), 1);
-      a = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 2] + off)), 2);
-      z[q] = _mm512_inserti32x4(a, _mm_load_si128(reinterpret_cast<const __m128i*>(codes[r + 3] + off)), 3);
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    v[0] = _mm512_unpacklo_epi64(t0, t2);
-    v[1] = _mm512_unpackhi_epi64(t0, t2);
-    v[2] = _mm512_unpacklo_epi64(t1, t3);
-    v[3] = _mm512_unpackhi_epi64(t1, t3);
-  }
+  // Per super-block state shared by the token groups.
+  struct Ctx {
+    const __m512i* wt;   // [64] transposed codes
+    const __m512i* sc;   // [kSub] scales per lane (int32)
+    const __m512i* mp;   // [4] Q4_K: min pairs for vpdpwssd against bsum pairs
+    const int32_t* neg;  // Q6_K: [t * 16 + j] = -32 * bsum j of token t (the codes' -32 offset)
+    __m512 dw, dm;
+    int64_t sb;
+    const A8KRow* xa;
+    __m512* acc;
+  };
+
   static int32_t load_i32(const void* p) {
     int32_t v;
     std::memcpy(&v, p, 4);
@@ -690,25 +679,124 @@ struct RowsK16Tile {
   static __m512i byte_of(__m512i v, int b) { return _mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xFF)); }
   static __m512i sbyte_of(__m512i v, int b) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24); }
 
-  template <int NR>
-  static void tile(int64_t cols, const uint8_t* const* w, const uint8_t* const* x, float out[][kTileTokens]) {
-    const int64_t nsb = cols / 256;
-    __m512 acc[NR];
-    A8KRow xa[NR];
-    for (int t = 0; t < NR; ++t) xa[t] = A8KRow(x[t], cols), acc[t] = _mm512_setzero_ps();
+  // The super-block's codes of the 16 rows (blk[r] = its first byte in row r) -> wt[64].
+  static void transpose_codes(const uint8_t* const* blk, __m512i* wt) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i v[4];
+    if (!kSix) {
+      // qs group g (32 bytes): low nibbles = sub-block 2g, high nibbles = sub-block 2g + 1
+      for (int g = 0; g < 4; ++g)
+        for (int h = 0; h < 2; ++h) {
+          transpose16x16(blk, 16 + 32 * g + 16 * h, v);
+          for (int k = 0; k < 4; ++k) {
+            wt[16 * g + 4 * h + k] = _mm512_and_si512(v[k], m4);
+            wt[16 * g + 8 + 4 * h + k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
+          }
+        }
+    } else {
+      // half h: ql[64h + l] low / high nibble = codes l / l + 64, ql[64h + 32 + l] = codes l + 32 /
+      // l + 96, and bits 0-1, 2-3, 4-5, 6-7 of qh[32h + l] are bits 4-5 of codes l, +32, +64, +96.
+      const __m512i m30 = _mm512_set1_epi8(0x30);
+      auto code = [&](__m512i lo, __m512i hi) { return _mm512_or_si512(lo, _mm512_and_si512(hi, m30)); };
+      for (int h = 0; h < 2; ++h)
+        for (int c = 0; c < 2; ++c) {
+          __m512i l0[4], l1[4];
+          transpose16x16(blk, 64 * h + 16 * c, l0);
+          transpose16x16(blk, 64 * h + 32 + 16 * c, l1);
+          transpose16x16(blk, 128 + 32 * h + 16 * c, v);
+          __m512i* o = wt + 32 * h + 4 * c;  // dword of code 128h + 16c + 4k
+          for (int k = 0; k < 4; ++k) {
+            o[k] = code(_mm512_and_si512(l0[k], m4), _mm512_slli_epi16(v[k], 4));
+            o[8 + k] = code(_mm512_and_si512(l1[k], m4), _mm512_slli_epi16(v[k], 2));
+            o[16 + k] = code(_mm512_and_si512(_mm512_srli_epi16(l0[k], 4), m4), v[k]);
+            o[24 + k] = code(_mm512_and_si512(_mm512_srli_epi16(l1[k], 4), m4), _mm512_srli_epi16(v[k], 2));
+          }
+        }
+    }
+  }
+
+  // T tokens (x[t0 .. t0 + T)) against the super-block in c. With few tokens each token's sum is
+  // split into CH independent chains (vpdpbusd latency 4 x throughput 1 wants >= 4 in flight).
+  template <int T>
+  static void group(const Ctx& c, int t0) {
+    constexpr int CH = T >= 6 ? 1 : T >= 3 ? 2 : 4;
     const __m512i zero = _mm512_setzero_si512();
+    const int8_t* q[T];
+    for (int t = 0; t < T; ++t) q[t] = c.xa[t0 + t].qs + c.sb * 256;
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = zero;
+    for (int j = 0; j < kSub; ++j) {
+      __m512i d[CH][T];
+      for (int h = 0; h < CH; ++h)
+        for (int t = 0; t < T; ++t) d[h][t] = zero;
+      if (kSix)  // the sums start at -32 * sum(x): sum (q - 32) x, no per-token offset pass
+        for (int t = 0; t < T; ++t) d[0][t] = _mm512_set1_epi32(c.neg[16 * (t0 + t) + j]);
+#pragma GCC unroll 8
+      for (int k = 0; k < kDw; ++k) {
+        const __m512i wv = _mm512_load_si512(c.wt + kDw * j + k);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t)
+          d[k % CH][t] = _mm512_dpbusd_epi32(d[k % CH][t], wv, _mm512_set1_epi32(load_i32(q[t] + 4 * (kDw * j + k))));
+      }
+      for (int t = 0; t < T; ++t) {
+        __m512i s = d[0][t];
+        for (int h = 1; h < CH; ++h) s = _mm512_add_epi32(s, d[h][t]);
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, c.sc[j]));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const int16_t* bs = c.xa[t0 + t].bsums + 16 * c.sb;
+      const __m512 dx = _mm512_set1_ps(c.xa[t0 + t].d[c.sb]);
+      __m512i ms = zero;
+      __m512& acc = c.acc[t0 + t];
+      if (!kSix) {
+        // 32-sums b_j = bs[2j] + bs[2j+1] (|b_j| <= 32 * 127: int16), packed in pairs
+        const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs));
+        const __m256i b32 = _mm256_madd_epi16(b16, _mm256_set1_epi16(1));
+        const __m128i bp = _mm_packs_epi32(_mm256_castsi256_si128(b32), _mm256_extracti128_si256(b32, 1));
+        ms = _mm512_dpwssd_epi32(ms, c.mp[0], _mm512_broadcastd_epi32(bp));
+        ms = _mm512_dpwssd_epi32(ms, c.mp[1], _mm512_set1_epi32(_mm_extract_epi32(bp, 1)));
+        ms = _mm512_dpwssd_epi32(ms, c.mp[2], _mm512_set1_epi32(_mm_extract_epi32(bp, 2)));
+        ms = _mm512_dpwssd_epi32(ms, c.mp[3], _mm512_set1_epi32(_mm_extract_epi32(bp, 3)));
+        // dx * (dw * isum - dm * ms)
+        const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(isum[t]), c.dw, _mm512_mul_ps(_mm512_cvtepi32_ps(ms), c.dm));
+        acc = _mm512_fmadd_ps(v, dx, acc);
+      } else {
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(c.dw, dx), acc);
+      }
+    }
+  }
+
+  // 16 rows (w[0..15]) x nt tokens (x[0..nt), nt <= kMaxTokens) -> out[t * 16 + L] = row perm16(L).
+  // The transposed super-block and its scales serve all nt tokens: more tokens per call spread
+  // that fixed cost (~28% of the time at 16 tokens for Q4_K, 35% for Q6_K) thinner.
+  static constexpr int kMaxTokens = 64;
+  // Super-blocks [sb0, sb1) only, adding to io[t * 16 + L] (column blocks of a long row).
+  using Row = A8KRow;
+  static int64_t units(int64_t cols) { return cols / 256; }
+  static void tile_n(const uint8_t* const* w, const A8KRow* xa, int nt, int64_t sb0, int64_t sb1, float* io,
+                     int64_t /*cols*/) {
+    alignas(64) __m512 acc[kMaxTokens];
+    for (int t = 0; t < nt; ++t) acc[t] = _mm512_load_ps(io + 16 * t);
     // gather offsets of the rows in lane order, relative to w[0] (a row block is far below 2 GiB)
     alignas(64) int32_t offs[16];
     for (int L = 0; L < 16; ++L) offs[L] = static_cast<int32_t>(w[perm16(L)] - w[0]);
     const __m512i voff = _mm512_load_si512(offs);
-    alignas(64) uint8_t codes[16][256];
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      const uint8_t* base = w[0] + sb * BS;
+    alignas(64) __m512i wt[64], sc[kSub], mp[4];
+    alignas(64) int32_t neg[kSix ? kMaxTokens * 16 : 16];
+    const uint8_t* blk[16];
+    for (int64_t sb = sb0; sb < sb1; ++sb) {
       for (int r = 0; r < 16; ++r) {
-        unpack_row(w[r] + sb * BS, codes[r]);
-        for (int l = 0; l < BS; l += 64) _mm_prefetch(reinterpret_cast<const char*>(w[r] + (sb + 2) * BS + l), _MM_HINT_T0);
+        blk[r] = w[r] + sb * BS;
+        for (int l = 0; l < BS; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk[r] + 2 * BS + l), _MM_HINT_T0);
       }
-      __m512i sc[kSix ? 16 : 8], mp[8];
+      // the next super-block's activations: 64 token rows are more streams than the hardware
+      // prefetcher follows, and a column block's first row tile finds them in L3
+      if (sb + 1 < sb1)
+        for (int t = 0; t < nt; ++t)
+          for (int l = 0; l < 256; l += 64) _mm_prefetch(reinterpret_cast<const char*>(xa[t].qs + (sb + 1) * 256 + l), _MM_HINT_T0);
+      transpose_codes(blk, wt);
+      const uint8_t* base = blk[0];
       __m512 dw, dm = _mm512_setzero_ps();
       if (!kSix) {
         const __m512i g0 = _mm512_i32gather_epi32(voff, base, 1);  // d | dmin
@@ -736,77 +824,92 @@ struct RowsK16Tile {
       } else {
         const __m512i g = _mm512_i32gather_epi32(voff, base + 206, 1);  // d in the high half
         dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
-        const __m512i klo = _mm512_set1_epi32(0xFFFF);
         for (int i = 0; i < 4; ++i) {
           const __m512i v = _mm512_i32gather_epi32(voff, base + 192 + 4 * i, 1);
           for (int b = 0; b < 4; ++b) sc[4 * i + b] = sbyte_of(v, b);
-          for (int p = 0; p < 2; ++p)
-            mp[2 * i + p] = _mm512_or_si512(_mm512_and_si512(sc[4 * i + 2 * p], klo), _mm512_slli_epi32(sc[4 * i + 2 * p + 1], 16));
         }
       }
-      for (int t = 0; t < NR; ++t)
-        for (int l = 0; l < 256; l += 64) _mm_prefetch(reinterpret_cast<const char*>(xa[t].qs + (sb + 1) * 256 + l), _MM_HINT_T0);
-      __m512i isum[NR];
-      for (int t = 0; t < NR; ++t) isum[t] = zero;
-      for (int j = 0; j < 8; ++j) {
-        __m512i wv[8];
-        transpose16(codes, 32 * j, wv);
-        transpose16(codes, 32 * j + 16, wv + 4);
-        if (!kSix) {
-          const __m512i s = sc[j];
-#pragma GCC unroll 16
-          for (int t = 0; t < NR; ++t) {
-            const int8_t* q = xa[t].qs + sb * 256 + 32 * j;
-            __m512i d0 = zero, d1 = zero;  // two chains: half the dependent vpdpbusd latency
-            for (int k = 0; k < 4; ++k) d0 = _mm512_dpbusd_epi32(d0, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
-            for (int k = 4; k < 8; ++k) d1 = _mm512_dpbusd_epi32(d1, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
-            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), s));
-          }
-        } else {
-          const __m512i sa = sc[2 * j], sb2 = sc[2 * j + 1];
-#pragma GCC unroll 16
-          for (int t = 0; t < NR; ++t) {
-            const int8_t* q = xa[t].qs + sb * 256 + 32 * j;
-            __m512i d0 = zero, d1 = zero;
-            for (int k = 0; k < 4; ++k) d0 = _mm512_dpbusd_epi32(d0, wv[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
-            for (int k = 0; k < 4; ++k) d1 = _mm512_dpbusd_epi32(d1, wv[4 + k], _mm512_set1_epi32(load_i32(q + 16 + 4 * k)));
-            isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(d0, sa), _mm512_mullo_epi32(d1, sb2)));
-          }
+      if (kSix)
+        for (int t = 0; t < nt; ++t) {
+          const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa[t].bsums + 16 * sb));
+          _mm512_store_si512(neg + 16 * t, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_cvtepi16_epi32(b16), 5)));
         }
-      }
-      for (int t = 0; t < NR; ++t) {
-        const int16_t* bs = xa[t].bsums + 16 * sb;
-        const __m512 dx = _mm512_set1_ps(xa[t].d[sb]);
-        __m512i ms = zero;
-        if (!kSix) {
-          // 32-sums b_j = bs[2j] + bs[2j+1] (|b_j| <= 32 * 127: int16), packed in pairs
-          const __m256i b16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs));
-          const __m256i b32 = _mm256_madd_epi16(b16, _mm256_set1_epi16(1));
-          const __m128i bp = _mm_packs_epi32(_mm256_castsi256_si128(b32), _mm256_extracti128_si256(b32, 1));
-          alignas(16) int32_t pr[4];
-          _mm_store_si128(reinterpret_cast<__m128i*>(pr), bp);
-          for (int i = 0; i < 4; ++i) ms = _mm512_dpwssd_epi32(ms, mp[i], _mm512_set1_epi32(pr[i]));
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dx), acc[t]);
-          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(dm, dx), acc[t]);
-        } else {
-          for (int p = 0; p < 8; ++p) ms = _mm512_dpwssd_epi32(ms, mp[p], _mm512_set1_epi32(load_i32(bs + 2 * p)));
-          const __m512i tot = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(ms, 5));  // codes - 32
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dw, dx), acc[t]);
-        }
+      const Ctx c{wt, sc, mp, neg, dw, dm, sb, xa, acc};
+      int t0 = 0;
+      for (; t0 + 8 <= nt; t0 += 8) group<8>(c, t0);
+      switch (nt - t0) {
+        case 1: group<1>(c, t0); break;
+        case 2: group<2>(c, t0); break;
+        case 3: group<3>(c, t0); break;
+        case 4: group<4>(c, t0); break;
+        case 5: group<5>(c, t0); break;
+        case 6: group<6>(c, t0); break;
+        case 7: group<7>(c, t0); break;
+        default: break;
       }
     }
-    for (int t = 0; t < NR; ++t) {
-      alignas(64) float v[16];
-      _mm512_store_ps(v, acc[t]);
-      for (int L = 0; L < 16; ++L) out[perm16(L)][t] = v[L];
-    }
+    for (int t = 0; t < nt; ++t) _mm512_store_ps(io + 16 * t, acc[t]);
   }
 };
 
-template <class Tile1, class Tile16>
+// Prefill (>= 16 tokens) with a grouped 16-row tile K (RowsK16Tile): tokens in groups of up to
+// kMaxTokens, rows in 16-row tiles, the row in units of 256 columns (K::units).
+// Long rows go in column blocks of kColBlock bytes of activations per group (ffn_down: 18944
+// columns, 8 super-blocks per block at 64 tokens): the block's activations stay in L2 while every
+// row tile of the call passes over it, instead of 64 x 18944 activation bytes crowding the row
+// block's weights out of L2. A partial row tile repeats its last row; its extra results are
+// dropped. A last group of 1..7 tokens runs split sums (RowsK16Tile::group, CH chains).
+template <class K>
+void gemm_rows16_groups(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x,
+                        size_t x_stride, int64_t nx, float* y, size_t y_stride) {
+  constexpr int64_t kRowTiles = 4;  // rows per pass: 64 (the driver's prefill blocks are <= 64)
+  constexpr size_t kColBlock = 128u << 10;
+  const int64_t nsb = K::units(cols);
+  alignas(64) float acc[kRowTiles][K::kMaxTokens * 16];
+  typename K::Row xa[K::kMaxTokens];
+  for (int64_t t0 = 0; t0 < nx; t0 += K::kMaxTokens) {
+    const int nt = static_cast<int>(std::min<int64_t>(K::kMaxTokens, nx - t0));
+    for (int t = 0; t < nt; ++t) xa[t] = typename K::Row(x + (t0 + t) * x_stride, cols);
+    const int64_t csb = std::max<int64_t>(1, static_cast<int64_t>(kColBlock / (256 * static_cast<size_t>(nt))));
+    for (int64_t rb = 0; rb < nrows; rb += 16 * kRowTiles) {
+      const int64_t rows = std::min<int64_t>(16 * kRowTiles, nrows - rb);
+      const int ntile = static_cast<int>((rows + 15) / 16);
+      for (int i = 0; i < ntile; ++i) std::memset(acc[i], 0, sizeof(float) * 16 * nt);
+      for (int64_t s0 = 0; s0 < nsb; s0 += csb) {
+        const int64_t s1 = std::min(nsb, s0 + csb);
+        for (int i = 0; i < ntile; ++i) {
+          const int64_t r0 = rb + 16 * i;
+          const int nr = static_cast<int>(std::min<int64_t>(16, nrows - r0));
+          const uint8_t* wr[16];
+          for (int k = 0; k < 16; ++k) wr[k] = w + (r0 + std::min(k, nr - 1)) * w_stride;
+          K::tile_n(wr, xa, nt, s0, s1, acc[i], cols);
+        }
+      }
+      for (int i = 0; i < ntile; ++i) {
+        const int64_t r0 = rb + 16 * i;
+        const int nr = static_cast<int>(std::min<int64_t>(16, nrows - r0));
+        for (int t = 0; t < nt; ++t) {
+          float* yr = y + (t0 + t) * y_stride + r0;
+          for (int L = 0; L < 16; ++L)
+            if (perm16(L) < nr) yr[perm16(L)] = acc[i][16 * t + L];
+        }
+      }
+    }
+  }
+}
+
+// Q4_0 / Q8_0: the 16 x 16 tile from 16 tokens on, the 1-row group tile below that (decode).
+template <class B>
+void gemm_q32(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x, size_t x_stride,
+              int64_t nx, float* y, size_t y_stride) {
+  if (nx >= 16) gemm_tiled<Rows16Tile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+  else gemm_tiled<Block32GroupTile<B>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+}
+
+template <class Tile1, bool kSix>
 void gemm_k16(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, const uint8_t* x, size_t x_stride,
               int64_t nx, float* y, size_t y_stride) {
-  if (nx >= 16) gemm_tiled<Tile16>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
+  if (nx >= 16) gemm_rows16_groups<RowsK16Tile<kSix>>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
   else gemm_tiled<Tile1>(cols, w, w_stride, nrows, x, x_stride, nx, y, y_stride);
 }
 
@@ -828,9 +931,9 @@ void fill_avx512(KernelSet& ks) {
   set(DType::Q8_0, gemm_q32<Q8_0B>);
   for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
     ks.quantize_type[static_cast<int>(t)] = quantize_a8p;
-  set(DType::Q4_K, gemm_k16<Q45KTile<false>, RowsK16Tile<false>>);
+  set(DType::Q4_K, gemm_k16<Q45KTile<false>, false>);
   set(DType::Q5_K, gemm_tiled<Q45KTile<true>>);
-  set(DType::Q6_K, gemm_k16<Q6KTile, RowsK16Tile<true>>);
+  set(DType::Q6_K, gemm_k16<Q6KTile, true>);
   fill_avx512_float(ks);
   fill_avx512_gemv(ks);
 }
