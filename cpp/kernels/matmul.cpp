@@ -113,6 +113,14 @@ Isa current_isa() {
   return isa;
 }
 
+// MINICPMV_GEMV=0 turns the single-token kernels (KernelSet::gemv) off, so decode runs the gemm
+// tiles: for before / after comparisons (bench_matvec flips it between calls, so it is read per
+// call: ~0.1 us, only on n == 1 calls that have a gemv kernel; a 7B decode token makes ~200).
+bool gemv_enabled() {
+  const char* e = std::getenv("MINICPMV_GEMV");
+  return !(e && e[0] == '0' && e[1] == 0);
+}
+
 // Scratch for the quantized activations: grows once, per calling thread, 64-byte aligned.
 uint8_t* scratch(size_t bytes) {
   thread_local std::vector<uint8_t> buf;
@@ -202,11 +210,16 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   require_supported(isa);
   const KernelSet& ks = kernel_set(isa);
   const int tid = static_cast<int>(W.type());
-  const bool single = n == 1 && ks.gemv[tid] != nullptr;
+  const bool single = n == 1 && ks.gemv[tid] != nullptr && gemv_enabled();
   const GemmFn gemm = single ? ks.gemv[tid] : ks.gemm[tid];
   const int64_t rows = W.rows(), cols = W.cols();
   const ActKind kind = act_kind(W.type());
-  const size_t xs = act_row_bytes(kind, cols);
+  size_t xs = act_row_bytes(kind, cols);
+  // Prefill: give each quantized activation row an odd number of 64-byte lines (3584 columns of
+  // A8K: 4096 -> 4160 bytes). The 16-row tiles read the same offset of 8-16 token rows back to
+  // back; at a 4 KiB stride those loads all map to one L1 set (8 ways) and evict each other
+  // (a vpdpbusd loop over such rows ran at 0.47 of peak, 0.85 with the odd stride).
+  if (kind != ActKind::F32 && n >= 4 && (xs / 64) % 2 == 0) xs += 64;
 
   const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
   if (kind != ActKind::F32) {

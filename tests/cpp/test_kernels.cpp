@@ -172,6 +172,39 @@ TEST(activation_quantizers_match_ref) {
   }
 }
 
+// The decode-only activation quantizers (KernelSet::quantize_gemv) must give the scalar A8K
+// bytes: same d and bsums, the same codes in their documented order (x86/avx512_gemv.cpp, Q4_K:
+// per 128 codes the 32-code sub-blocks 4g, 4g + 2, 4g + 1, 4g + 3). Ties and a zero block too.
+TEST(gemv_quantizers_match_ref) {
+#if defined(MINICPMV_X86)
+  if (!isa_available(Isa::Avx512)) return;
+  KernelSet ks;
+  fill_avx512(ks);
+  const int q4k = static_cast<int>(DType::Q4_K);
+  if (!ks.quantize_gemv[q4k]) return;
+  const int64_t cols = 256 * 5;
+  const size_t rb = act_row_bytes(ActKind::A8K, cols);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> x(cols);
+    for (auto& v : x) v = uni(-3, 3);
+    if (trial % 3 == 1)
+      for (int64_t j = 0; j < cols; ++j) x[j] = 0.5f * static_cast<float>(static_cast<int>(rng()() % 255) - 127);
+    if (trial % 5 == 2) std::fill(x.begin() + 256, x.begin() + 512, 0.f);
+    std::vector<uint8_t> a(rb, 0), b(rb, 0), c(rb, 0);
+    ref::quantize_a8k(x.data(), a.data(), cols);
+    ks.quantize_gemv[q4k](x.data(), b.data(), cols);
+    c = a;
+    for (int64_t e = 0; e < cols; ++e) {  // the documented order
+      const int64_t sb = e / 256, j = (e % 256) / 32, g = j / 4, jj = j % 4;
+      c[256 * sb + 128 * g + 32 * ((jj >> 1) | ((jj & 1) << 1)) + e % 32] = a[e];
+    }
+    const bool same = std::memcmp(b.data(), c.data(), rb) == 0;
+    CHECK_MSG(same, "q4_K gemv quantizer trial %d", trial);
+    if (!same) break;
+  }
+#endif
+}
+
 TEST(every_type_every_path_matches_ref) {
   ThreadPool pool(2);
   for (Isa isa : simd_paths())
@@ -267,6 +300,53 @@ TEST(k_quants_extreme_codes_and_scales) {
   }
 }
 
+// Single-token (n = 1) kernels (KernelSet::gemv, e.g. x86/avx512_gemv.cpp): they take rows in
+// groups (4 interleaved streams) with the rest one by one, so row counts below, at and off the
+// group size, 1 super-block and the 3584 + 256 columns of a real row plus one, random and extreme
+// codes (all codes / scales / mins at their maxima, activations +-1), 1 and 2 threads (2 threads
+// cut the rows into chunks, each its own group + rest). Same tolerance as check_type.
+TEST(single_token_kernels_rows_and_columns) {
+  ThreadPool p1(1), p2(2);
+  for (Isa isa : simd_paths()) {
+    for (DType t : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::Q8_0}) {
+      const int64_t unit = type_traits(t).block_size;
+      for (int64_t cols : {unit == 256 ? int64_t(256) : int64_t(32), int64_t(3584 + 256)}) {
+        for (int64_t rows : {1, 3, 4, 5, 8, 13, 67, 130}) {
+          for (int extreme = 0; extreme < 2; ++extreme) {
+            float wmax = 0;
+            std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+            const size_t ts = type_traits(t).type_size;
+            if (extreme) {
+              for (size_t b = 0; b < w.size() / ts; ++b) {
+                uint8_t* blk = w.data() + b * ts;
+                if (t == DType::Q4_K) std::memset(blk + 4, 0xFF, 12 + 128);
+                else if (t == DType::Q6_K) {
+                  std::memset(blk, 0xFF, 192);
+                  for (int g = 0; g < 16; ++g) blk[192 + g] = (b + g) % 2 ? 0x80 : 0x7F;
+                } else if (t == DType::Q4_0) std::memset(blk + 2, 0xFF, 16);
+                else std::memset(blk + 2, (b % 2) ? 0x80 : 0x7F, 32);
+              }
+            }
+            Weight W = Weight::view(t, rows, cols, w.data());
+            std::vector<float> x(cols), yr(rows), y(rows);
+            for (int64_t j = 0; j < cols; ++j) x[j] = extreme ? ((j / 7) % 3 == 0 ? -1.f : 1.f) : uni(-1, 1);
+            matmul(W, x.data(), 1, yr.data(), p1, Isa::Ref);
+            const double tol = 2e-5 * cols * wmax + 1e-30;
+            for (ThreadPool* pool : {&p1, &p2}) {
+              std::fill(y.begin(), y.end(), 7.f);
+              matmul(W, x.data(), 1, y.data(), *pool, isa);
+              double worst = 0;
+              for (int64_t r = 0; r < rows; ++r) worst = std::max(worst, std::fabs(double(y[r]) - double(yr[r])));
+              CHECK_MSG(worst <= tol, "%s %s rows=%lld cols=%lld extreme=%d threads=%d: max err %g (tol %g)",
+                        isa_name(isa), type_name(t), (long long)rows, (long long)cols, extreme, pool->size(), worst, tol);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(bad_arguments) {
   std::vector<uint8_t> w(1024);
   CHECK_THROWS(Weight::view(DType::Q4_0, 2, 33, w.data()));
@@ -274,6 +354,51 @@ TEST(bad_arguments) {
   CHECK_THROWS(Weight::view(DType::Q8_K, 2, 256, w.data()));
   CHECK_THROWS(Weight::view(DType::F32, 0, 4, w.data()));
   CHECK_THROWS(Weight::view(DType::F32, 2, 4, nullptr));
+}
+
+// ---------------------------------------------------------------- prefill tiles (issue 8)
+// Many-token (prefill) tiles: 16-row x 16-token transposed VNNI tiles for Q4_0 / Q8_0, and for
+// Q4_K / Q6_K 16-row tiles over token groups of up to 64 (8 at a time, then a 1..7 tail) with
+// long rows cut into column blocks. Token counts at, just off and between the group sizes
+// (16, 17, 31, 32, 33, 48, 63, 64, 65, 79, 130), row counts with a partial 16-row tile, rows of
+// 1 super-block (or group of 16 blocks), odd counts and, for the K-quants, 18 super-blocks (2.25
+// column blocks at 64 tokens); 1 and 2 threads. Against ref with check_type's tolerance (the
+// integer products are exact, so only f32 summation order differs: 2e-5 * cols * max|w|).
+TEST(prefill_tiles_token_and_row_tails) {
+  ThreadPool p1(1), p2(2);
+  for (Isa isa : simd_paths()) {
+    for (DType t : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::Q8_0}) {
+      const int64_t unit = type_traits(t).block_size;
+      const std::vector<int64_t> col_list =
+          unit == 256 ? std::vector<int64_t>{256, 3 * 256, 18 * 256} : std::vector<int64_t>{16 * 32, 23 * 32};
+      for (int64_t cols : col_list) {
+        const bool big = cols > 4000;
+        for (int64_t rows : {int64_t(16), int64_t(45)}) {
+          if (big && rows == 16) continue;
+          float wmax = 0;
+          std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+          Weight W = Weight::view(t, rows, cols, w.data());
+          const double tol = 2e-5 * cols * wmax + 1e-30;
+          const std::vector<int64_t> ns = big ? std::vector<int64_t>{17, 64, 65, 130}
+                                              : std::vector<int64_t>{16, 17, 31, 32, 33, 48, 63, 64, 65, 79, 130};
+          for (int64_t n : ns) {
+            std::vector<float> x(n * cols), yr(n * rows), y(n * rows);
+            for (auto& v : x) v = uni(-1, 1);
+            matmul(W, x.data(), n, yr.data(), p1, Isa::Ref);
+            for (ThreadPool* pool : {&p1, &p2}) {
+              std::fill(y.begin(), y.end(), 7.f);
+              matmul(W, x.data(), n, y.data(), *pool, isa);
+              double worst = 0;
+              for (int64_t i = 0; i < n * rows; ++i) worst = std::max(worst, std::fabs(double(y[i]) - double(yr[i])));
+              CHECK_MSG(worst <= tol, "%s %s rows=%lld cols=%lld n=%lld threads=%d: max err %g (tol %g)",
+                        isa_name(isa), type_name(t), (long long)rows, (long long)cols, (long long)n, pool->size(),
+                        worst, tol);
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST_MAIN()
