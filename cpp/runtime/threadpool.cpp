@@ -69,6 +69,12 @@ ThreadPool::~ThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
+namespace {
+constexpr uint64_t kClosed = uint64_t(1) << 31;
+constexpr uint64_t kCountMask = kClosed - 1;
+inline uint64_t gen_tag(uint64_t generation) { return (generation & 0xffffffffu) << 32; }
+}  // namespace
+
 void ThreadPool::worker(int ith) {
   InJob mark(this);  // a worker only ever runs this pool's jobs
   uint64_t seen = 0;
@@ -88,17 +94,30 @@ void ThreadPool::worker(int ith) {
     }
     seen = gen;
     if (stop_.load()) return;
+    // Join the job of generation `gen` unless it is closed or already replaced by a newer one
+    // (then job_ may point elsewhere: do not touch it; the loop picks the newer one up).
+    uint64_t e = entry_.load(std::memory_order_acquire);
+    bool joined = false;
+    while ((e & ~(kClosed | kCountMask)) == gen_tag(gen) && !(e & kClosed)) {
+      if (entry_.compare_exchange_weak(e, e + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;
     try {
       (*job_)(ith, n_threads_);
     } catch (...) {
       std::lock_guard<std::mutex> lock(err_mu_);
       if (!worker_error_) worker_error_ = std::current_exception();
     }
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    finished_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run(const std::function<void(int, int)>& fn) { dispatch(fn, true); }
+
+void ThreadPool::dispatch(const std::function<void(int, int)>& fn, bool every_thread) {
   if (in_job())
     throw InvalidArgument("ThreadPool::run called from inside a job of the same pool (not reentrant)");
   InJob mark(this);
@@ -108,7 +127,11 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
   std::lock_guard<std::mutex> serialize(run_mu_);
   job_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_release);
+  finished_.store(0, std::memory_order_relaxed);
+  // entry_ is in place before the generation moves: a worker that sees the new generation sees
+  // its entry word (and job_).
+  const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  entry_.store(gen_tag(gen), std::memory_order_release);
   {
     // Taking the lock orders the increment with a worker that is about to wait.
     std::lock_guard<std::mutex> lock(mu_);
@@ -121,9 +144,12 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   } catch (...) {
     err = std::current_exception();
   }
+  int wait_for = n_threads_ - 1;
+  if (!every_thread)
+    wait_for = static_cast<int>(entry_.fetch_or(kClosed, std::memory_order_acq_rel) & kCountMask);
   // Wait for the workers; yield after a while so that an oversubscribed machine (more runnable
   // threads than cores) lets a descheduled worker finish instead of burning our time slice.
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+  for (int spin = 0; finished_.load(std::memory_order_acquire) != wait_for; ++spin) {
     if (spin < kSpinRounds)
       MCV_PAUSE();
     else
@@ -144,13 +170,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     return;
   }
   std::atomic<int64_t> next{0};
-  run([&](int, int) {
+  dispatch([&](int, int) {
     for (;;) {
       int64_t b = next.fetch_add(grain, std::memory_order_relaxed);
       if (b >= n) break;
       fn(b, std::min(n, b + grain));
     }
-  });
+  }, /*every_thread=*/false);
 }
 
 ThreadPool& default_pool() {

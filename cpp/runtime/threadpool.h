@@ -41,16 +41,24 @@ class ThreadPool {
 
  private:
   void worker(int ith);
+  // Publishes fn to the workers and runs it as thread 0. every_thread: wait until each worker has
+  // run it (run()). Otherwise (parallel_for, whose items any thread may take) the job closes once
+  // the caller's own share is done: only workers that had already joined are waited for, and a
+  // worker that wakes later skips it, so a descheduled worker cannot hold the caller up.
+  void dispatch(const std::function<void(int, int)>& fn, bool every_thread);
 
   int n_threads_;
   std::vector<std::thread> threads_;
   const std::function<void(int, int)>* job_ = nullptr;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // entry_ = (low 32 bits of the job's generation) << 32 | kClosed | number of workers that
+  // joined the job; a worker joins with a CAS, which fails once the caller has closed the job.
+  std::atomic<uint64_t> entry_{0};
+  std::atomic<int> finished_{0};  // joined workers that have finished the current job
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
-  std::mutex run_mu_;  // one run() at a time: job_ / pending_ / worker_error_ belong to it
+  std::mutex run_mu_;  // one job at a time: job_ / entry_ / finished_ / worker_error_ belong to it
   std::mutex err_mu_;
   std::exception_ptr worker_error_;  // first exception thrown by a worker in the current run()
 };

@@ -101,4 +101,26 @@ TEST(nested_run_throws_and_nested_parallel_for_runs_inline) {
   }
 }
 
+// parallel_for jobs close once the caller has taken every item: workers that had not joined skip
+// them. Interleaving many tiny parallel_for jobs (which workers often miss) with run() jobs (which
+// every worker must run exactly once) checks that a late worker never runs a closed job, nor a
+// newer job twice, nor touches a job after its call returned (the lambdas live on this stack).
+TEST(closed_parallel_for_jobs_and_run_jobs_interleave) {
+  for (int n : {2, 3}) {
+    ThreadPool pool(n);
+    for (int rep = 0; rep < 3000; ++rep) {
+      std::vector<std::atomic<int>> seen(5);
+      pool.parallel_for(5, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) seen[i].fetch_add(1);
+      });
+      for (auto& s : seen) CHECK(s.load() == 1);
+      if (rep % 3 == 0) {
+        std::vector<std::atomic<int>> hits(n);
+        pool.run([&](int ith, int) { hits[ith].fetch_add(1); });
+        for (auto& h : hits) CHECK(h.load() == 1);
+      }
+    }
+  }
+}
+
 TEST_MAIN()
