@@ -7,6 +7,7 @@
 #include "gguf/gguf.h"
 #include "kernels/attention.h"
 #include "minicpmv/error.h"
+#include "ops/fast_math.h"
 #include "ops/ops.h"
 #include "quant/f16.h"
 #include "quant/quant.h"
@@ -279,8 +280,7 @@ namespace {
 // rows that is ~10M exp() per layer, worth spreading; a single decode row runs inline.
 void swiglu(ThreadPool& pool, float* gate, const float* up, int64_t n, int64_t n_ff) {
   auto rows = [&](int64_t begin, int64_t end) {
-    ops::silu(gate + begin * n_ff, (end - begin) * n_ff);
-    ops::mul(gate + begin * n_ff, up + begin * n_ff, (end - begin) * n_ff);
+    ops::swiglu_fast(gate + begin * n_ff, up + begin * n_ff, (end - begin) * n_ff);
   };
   if (n == 1) rows(0, 1);
   else pool.parallel_for(n, 1, rows);

@@ -144,4 +144,15 @@ void gelu_tanh_fast(float* x, int64_t n) {
   }
 }
 
+void swiglu_fast(float* gate, const float* up, int64_t n) {
+  float e[kChunk];
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t m = std::min(kChunk, n - i0);
+    float* g = gate + i0;
+    for (int64_t i = 0; i < m; ++i) e[i] = -g[i];
+    exp_fast(e, e, m);
+    for (int64_t i = 0; i < m; ++i) g[i] = g[i] / (1.0f + e[i]) * up[i0 + i];
+  }
+}
+
 }  // namespace minicpmv::ops

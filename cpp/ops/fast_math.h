@@ -32,4 +32,9 @@ void quantize_q8_0_fast(const float* x, void* blocks, int64_t n);
 // Absolute error < 1e-6 * max(1, |x|).
 void gelu_tanh_fast(float* x, int64_t n);
 
+// Qwen2's SwiGLU: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^-x from
+// exp_fast (clamped at e^88.3, so very negative x gives ~x * 4.5e-39 instead of 0).
+// Absolute error < 1e-6 * max(1, |gate|) * |up| against the libm version (ops::silu, ops::mul).
+void swiglu_fast(float* gate, const float* up, int64_t n);
+
 }  // namespace minicpmv::ops

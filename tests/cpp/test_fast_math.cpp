@@ -64,4 +64,24 @@ TEST(gelu_tanh_fast_matches_gelu_tanh) {
   CHECK_MSG(worst < 1e-6, "worst scaled error %g", worst);
 }
 
+// Against the libm pieces the decoder used before (ops::silu then ops::mul), on a dense grid of
+// gates (past the exp clamp at both ends) times up values of both signs and odd tail lengths.
+TEST(swiglu_fast_matches_silu_times_up) {
+  std::vector<float> g, u;
+  for (float v = -120.0f; v <= 120.0f; v += 0.00917f) {
+    g.push_back(v);
+    u.push_back(static_cast<float>(g.size() % 7) - 3.25f);
+  }
+  for (int64_t n : {int64_t(1), int64_t(255), int64_t(257), static_cast<int64_t>(g.size())}) {
+    std::vector<float> a(g.begin(), g.begin() + n), b = a;
+    ops::silu(a.data(), n);
+    ops::mul(a.data(), u.data(), n);
+    ops::swiglu_fast(b.data(), u.data(), n);
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i)
+      worst = std::fmax(worst, std::fabs(a[i] - b[i]) / (std::fmax(1.0, std::fabs(g[i])) * std::fabs(u[i])));
+    CHECK_MSG(worst < 1e-6, "n %lld: worst scaled error %g", static_cast<long long>(n), worst);
+  }
+}
+
 TEST_MAIN()
