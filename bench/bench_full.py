@@ -16,10 +16,12 @@ Every measurement runs in a fresh subprocess (one model in RAM at a time, clean 
              ids, the same for both engines); decode also as GB/s of weights read per token
              (every tensor except token_embd, of which one row is read) and as a fraction of the
              measured bandwidth at the same thread count
-  vision     ms per 448x448 slice through SigLIP + resampler (ours VisionEncoder.encode_image;
-             llama.cpp mtmd_tokenize + mtmd_encode_chunk), one warm-up, median of --reps
+  vision     ms per 448x448 slice through SigLIP + resampler (ours VisionEncoder.encode_image, once per
+             --vision-weights option on the f16 mmproj; llama.cpp mtmd_tokenize + mtmd_encode_chunk on
+             the file as stored), one warm-up, median of --reps
   ttft       1344x1344 image (overview + 3x3 slices = 10 x 64 rows) + short question, from the RGB
-             array to the logits of the first answer token (ours MiniCPMV.chat; llama.cpp mtmd
+             array to the logits of the first answer token (ours MiniCPMV.chat, per --vision-weights
+             option; llama.cpp mtmd
              encode of every chunk + llama_decode of text tokens and image embeddings)
   rss        peak RSS (VmHWM) of the ttft process: LLM Q4_K_M + mmproj f16 + KV for n_ctx 4096
 Weights are paged in before timing (a short warm-up eval in each process), so the figures are
@@ -346,7 +348,8 @@ def worker_vision(cfg):
     if cfg["engine"] == "ours":
         from minicpmv_edge import _core
 
-        enc = _core.VisionEncoder(cfg["mmproj"], n_threads=T)
+        enc = _core.VisionEncoder(cfg["mmproj"], n_threads=T, weights=cfg.get("weights", "native"))
+        res["weight_format"] = enc.weight_format
         for r in range(reps + 1):
             t0 = time.perf_counter()
             emb, lay = enc.encode_image(img, 9)
@@ -382,7 +385,9 @@ def worker_ttft(cfg):
     if cfg["engine"] == "ours":
         from minicpmv_edge.api import MiniCPMV
 
-        m = MiniCPMV(cfg["model"], mmproj=cfg["mmproj"], n_threads=T, n_ctx=N_CTX)
+        m = MiniCPMV(cfg["model"], mmproj=cfg["mmproj"], n_threads=T, n_ctx=N_CTX,
+                     vision_weights=cfg.get("weights", "native"))
+        res["weight_format"] = m.vision.weight_format
         opts = dict(sampling=False, num_beams=1, max_new_tokens=1)
         m.chat([{"role": "user", "content": [warm_img, QUESTION]}], **opts)  # page weights in
         m.reset()
@@ -519,9 +524,14 @@ def main(argv=None):
     ap.add_argument("--only", choices=["llm", "vision", "ttft", "rss"], action="append",
                     help="run only these measurements (repeatable); default all")
     ap.add_argument("--quants", default="Q4_K_M,Q4_0", help="LLM types for the llm measurement")
-    ap.add_argument("--sources", default="ours", help="whose files to time in llm: ours, llama or both (ours,llama)")
+    ap.add_argument("--sources", default="ours,llama",
+                    help="whose quantized files to time in llm: ours (our converter), llama (llama_model_quantize) or both")
     ap.add_argument("--engines", default="ours,llama.cpp")
     ap.add_argument("--mmprojs", default="f16,q8_0", help="mmproj types for the vision measurement")
+    ap.add_argument("--vision-weights", default="native,bf16",
+                    help="our vision_weights options timed on the f16 mmproj (vision and ttft; llama.cpp runs "
+                         "the file as stored once): native = the f16 weights (faithful), bf16 / q8_0 = converted "
+                         "at load (faster, less exact: see the README)")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the vision slice (after 1 warm-up)")
@@ -543,6 +553,9 @@ def main(argv=None):
     threads = [int(t) for t in a.threads.split(",") if t.strip()]
     only = set(a.only or ["llm", "vision", "ttft", "rss"])
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
+    vision_weights = [w.strip() for w in a.vision_weights.split(",") if w.strip()]
+    if "rss" in only and "native" not in vision_weights:
+        vision_weights.insert(0, "native")
     logdir = cache / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -606,26 +619,34 @@ def main(argv=None):
                 if not (cache / mm).exists():
                     log(f"  (skipping mmproj {mm_name}: missing)")
                     continue
-                r = {e: run_worker({"task": "vision", "engine": e, "label": f"mmproj-{mm_name}", "threads": t,
-                                    "mmproj": str(cache / mm), "model": q4km, "reps": a.reps}, logdir)
-                     for e in engines}
-                raw[f"vision {mm_name} t{t}"] = r
-                add(f"vision 448x448 slice, mmproj {mm_name}", t, r.get("ours", {}).get("ms_per_slice"),
-                    r.get("llama.cpp", {}).get("ms_per_slice"), "ms", "lower")
+                base = {"task": "vision", "threads": t, "mmproj": str(cache / mm), "model": q4km, "reps": a.reps}
+                llama = (run_worker(dict(base, engine="llama.cpp", label=f"mmproj-{mm_name}"), logdir)
+                         if "llama.cpp" in engines else {})
+                raw[f"vision {mm_name} t{t} llama.cpp"] = llama
+                for w in (vision_weights if mm_name == "f16" else ["native"]):
+                    o = (run_worker(dict(base, engine="ours", label=f"mmproj-{mm_name}-{w}", weights=w), logdir)
+                         if "ours" in engines else {})
+                    raw[f"vision {mm_name} t{t} ours {w}"] = o
+                    add(f"vision 448x448 slice, mmproj {mm_name}, ours {w}", t, o.get("ms_per_slice"),
+                        llama.get("ms_per_slice"), "ms", "lower")
         if "ttft" in only or ("rss" in only and t == max(threads)):
-            r = {e: run_worker({"task": "ttft", "engine": e, "label": "Q4_K_M+f16", "threads": t, "model": q4km,
-                                "mmproj": mm_f16}, logdir) for e in engines}
-            raw[f"ttft t{t}"] = r
-            o, l = r.get("ours", {}), r.get("llama.cpp", {})
-            if "ttft" in only:
-                add("TTFT 1344x1344 + question", t, o.get("ttft_s"), l.get("ttft_s"), "s", "lower",
-                    {"n_pos": {"ours": o.get("n_pos"), "llama.cpp": l.get("n_pos")},
-                     "n_slices": {"ours": o.get("n_slices"), "llama.cpp": l.get("n_slices")}})
-                add("  of which vision encode", t, o.get("encode_s"), l.get("encode_s"), "s", "lower")
-                add("  of which prefill", t, o.get("prefill_s"), l.get("prefill_s"), "s", "lower")
-            if "rss" in only and t == max(threads):
-                add("peak RSS Q4_K_M+mmproj f16, n_ctx 4096", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"), "MB",
-                    "lower")
+            base = {"task": "ttft", "threads": t, "model": q4km, "mmproj": mm_f16}
+            l = run_worker(dict(base, engine="llama.cpp", label="Q4_K_M+f16"), logdir) if "llama.cpp" in engines else {}
+            raw[f"ttft t{t} llama.cpp"] = l
+            # RSS is measured on the faithful default (native: the f16 weights mapped, no copy).
+            for w in (vision_weights if "ttft" in only else ["native"]):
+                o = (run_worker(dict(base, engine="ours", label=f"Q4_K_M+f16-{w}", weights=w), logdir)
+                     if "ours" in engines else {})
+                raw[f"ttft t{t} ours {w}"] = o
+                if "ttft" in only:
+                    add(f"TTFT 1344x1344 + question, ours {w}", t, o.get("ttft_s"), l.get("ttft_s"), "s", "lower",
+                        {"n_pos": {"ours": o.get("n_pos"), "llama.cpp": l.get("n_pos")},
+                         "n_slices": {"ours": o.get("n_slices"), "llama.cpp": l.get("n_slices")}})
+                    add("  of which vision encode", t, o.get("encode_s"), l.get("encode_s"), "s", "lower")
+                    add("  of which prefill", t, o.get("prefill_s"), l.get("prefill_s"), "s", "lower")
+                if "rss" in only and t == max(threads) and w == "native":
+                    add("peak RSS Q4_K_M+mmproj f16, n_ctx 4096", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"),
+                        "MB", "lower")
     results["load_at_end"] = loadavg()
     results["elapsed_s"] = time.time() - t_start
 
