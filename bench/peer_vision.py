@@ -141,6 +141,9 @@ def main():
     ap.add_argument("--weights", default="native",
                     help="comma-separated VisionEncoder weights options to time (native,bf16,q8_0,auto)")
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs each (after a warm-up)")
+    ap.add_argument("--before", action="store_true",
+                    help="also time each option as before the flash attention and the resampler fold "
+                         "(MINICPMV_ATTENTION_FLASH=0 MINICPMV_RESAMPLER_FOLD=0)")
     args = ap.parse_args()
 
     from minicpmv_edge import _core
@@ -165,9 +168,18 @@ def main():
         # wall and process CPU time (all threads): on a shared machine at 1 thread the CPU time is
         # what an idle machine's wall time would be
         t_ours, c_ours, fmt = {}, {}, {}
-        for weights in args.weights.split(","):
+        runs = [(w, False) for w in args.weights.split(",")]
+        if args.before:
+            runs += [(w, True) for w in args.weights.split(",")]
+        for weights, before in runs:
+            for var in ("MINICPMV_ATTENTION_FLASH", "MINICPMV_RESAMPLER_FOLD"):
+                if before:
+                    os.environ[var] = "0"
+                else:
+                    os.environ.pop(var, None)
+            key = weights + (" before" if before else "")
             enc = _core.VisionEncoder(mmproj, n_threads=args.threads, weights=weights)
-            fmt[weights] = enc.weight_format
+            fmt[key] = enc.weight_format
             enc.encode_image(img)  # warm-up
             best, best_cpu = 1e30, 1e30
             for _ in range(args.repeat):
@@ -175,8 +187,8 @@ def main():
                 out, layout = enc.encode_image(img)
                 best = min(best, time.perf_counter() - t0)
                 best_cpu = min(best_cpu, time.process_time() - c0)
-            t_ours[weights], c_ours[weights] = best, best_cpu
-            if weights == args.weights.split(",")[0]:
+            t_ours[key], c_ours[key] = best, best_cpu
+            if key == args.weights.split(",")[0]:
                 ours = out
             config = enc.config
             del enc
@@ -194,7 +206,7 @@ def main():
           f"threads {args.threads}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f}")
     for weights, t in t_ours.items():
         c = c_ours[weights]
-        print(f"  minicpmv-edge weights={weights:6s} ({fmt[weights]:6s}): wall {t * 1e3:8.1f} ms ({t / t_peer:.2f}x), "
+        print(f"  minicpmv-edge weights={weights:13s} ({fmt[weights]:6s}): wall {t * 1e3:8.1f} ms ({t / t_peer:.2f}x), "
               f"cpu {c * 1e3:8.1f} ms ({c / c_peer:.2f}x llama.cpp)")
     print(f"  llama.cpp                        : wall {t_peer * 1e3:8.1f} ms,         cpu {c_peer * 1e3:8.1f} ms  "
           f"({len(theirs)} image chunk(s))")

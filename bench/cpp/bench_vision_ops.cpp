@@ -116,11 +116,15 @@ int main(int argc, char** argv) {
     std::vector<float> q(nq * heads * d), k(n * heads * d), v(n * heads * d), o(nq * heads * d), scratch;
     for (auto* b : {&q, &k, &v})
       for (auto& e : *b) e = nd(rng);
-    for (bool int8 : {false, true}) {
+    for (int path : {0, 3, 1, 2}) {  // flash f32 (where the ISA has it), flash bf16, matmul f32, matmul int8
+      const bool int8 = path == 2;
       a.int8 = int8;
+      a.flash = path == 0 || path == 3;
+      a.bf16 = path == 3;
       const double sec = best_of(3, [&] { model::attention_full(a, q.data(), k.data(), v.data(), o.data(), pool, scratch); });
-      std::printf("attention %s d=%lld heads=%lld nq=%lld nkv=%lld: %8.2f ms  %7.1f GFLOP/s\n", int8 ? "int8" : "f32 ",
-                  (long long)d, (long long)heads, (long long)nq, (long long)n, sec * 1e3,
+      std::printf("attention %-11s d=%lld heads=%lld nq=%lld nkv=%lld: %8.2f ms (cpu %8.2f ms) %7.1f GFLOP/s\n",
+                  path == 0 ? "f32 flash" : path == 3 ? "bf16 flash" : path == 1 ? "f32 matmul" : "int8 matmul",
+                  (long long)d, (long long)heads, (long long)nq, (long long)n, sec * 1e3, g_best_cpu * 1e3,
                   4.0 * nq * n * heads * d / sec / 1e9);
     }
   }

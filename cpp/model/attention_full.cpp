@@ -1,9 +1,15 @@
 #include "model/attention_full.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "kernels/matmul.h"
+#include "kernels/vision_attention.h"
+#include "minicpmv/error.h"
+#include "quant/f16.h"
+#include "runtime/cpu.h"
 #include "ops/fast_math.h"
 #include "quant/quant.h"
 #include "runtime/threadpool.h"
@@ -96,6 +102,83 @@ void attention_int8(const AttentionShape& s, const float* q, const float* k, con
 
 }  // namespace
 
+void attention_full_flash(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                          ThreadPool& pool, std::vector<float>& scratch, kernels::Isa isa) {
+  namespace va = kernels::vattn;
+  va::BlockFn block = nullptr;
+  if (isa == kernels::Isa::Ref) block = s.bf16 ? va::block_bf16_ref : va::block_ref;
+#if defined(MINICPMV_X86)
+  if (isa == kernels::Isa::Avx2 && !s.bf16 && kernels::isa_available(isa)) block = va::block_avx2;
+  if (isa == kernels::Isa::Avx512 && kernels::isa_available(isa)) {
+    if (!s.bf16)
+      block = va::block_avx512;
+    else if (cpu::features().avx512_bf16)
+      block = va::block_avx512_bf16;
+  }
+#endif
+  if (!block)
+    throw InvalidArgument(std::string("attention_full: no ") + (s.bf16 ? "bf16 " : "") +
+                          "flash attention kernel for path " + kernels::isa_name(isa) + " on this CPU");
+  if (s.n_q <= 0 || s.n_heads <= 0 || s.n_kv <= 0) return;
+  const int64_t d = s.head_dim, nk = s.n_kv, heads = s.n_heads;
+  const int64_t nkp = va::padded_keys(nk), dp = va::padded_dim(d), d2 = va::half_dim(d);
+  // per head: K^T then V, f32 or bf16 (counted in floats; both bf16 parts are whole floats)
+  const size_t kt_floats = s.bf16 ? static_cast<size_t>(nkp * d2) : static_cast<size_t>(nkp * d);
+  const size_t per_head = kt_floats + (s.bf16 ? static_cast<size_t>(nkp * dp / 2) : static_cast<size_t>(nkp * dp));
+  if (scratch.size() < per_head * heads) scratch.resize(per_head * heads);
+  float* packed = scratch.data();
+
+  const int64_t tiles = nkp / 16;
+  pool.parallel_for(heads * tiles, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / tiles, j0 = (t % tiles) * 16, col = h * d;
+      float* kt = packed + per_head * h;
+      if (s.bf16)
+        va::pack_keys_bf16(k + col, s.k_stride, v + col, s.v_stride, nk, d, j0, j0 + 16,
+                           reinterpret_cast<uint16_t*>(kt), reinterpret_cast<uint16_t*>(kt + kt_floats));
+      else
+        va::pack_keys(k + col, s.k_stride, v + col, s.v_stride, nk, d, j0, j0 + 16, kt, kt + kt_floats);
+    }
+  });
+
+  const int64_t blocks = (s.n_q + va::kRows - 1) / va::kRows;
+  pool.parallel_for(heads * blocks, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> buf;
+    const size_t need = static_cast<size_t>(va::scratch_floats(d) + va::kRows * (d + 1));
+    if (buf.size() < need) buf.resize(need);
+    float* qb = buf.data() + va::scratch_floats(d);
+    uint32_t* q2 = reinterpret_cast<uint32_t*>(qb);  // bf16 variant: d2 pairs per row
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / blocks, i0 = (t % blocks) * va::kRows, col = h * d;
+      va::Block b;
+      b.rows = std::min(va::kRows, s.n_q - i0);
+      for (int64_t r = 0; r < b.rows; ++r) {
+        const float* src = q + (i0 + r) * s.q_stride + col;
+        if (s.bf16) {
+          for (int64_t c2 = 0; c2 < d2; ++c2) {
+            const uint32_t lo = fp32_to_bf16(src[2 * c2] * s.scale);
+            const uint32_t hi = 2 * c2 + 1 < d ? fp32_to_bf16(src[2 * c2 + 1] * s.scale) : 0u;
+            q2[r * d2 + c2] = lo | (hi << 16);
+          }
+        } else {
+          for (int64_t c = 0; c < d; ++c) qb[r * d + c] = src[c] * s.scale;
+        }
+      }
+      b.q = qb;
+      b.q2 = q2;
+      b.kt = packed + per_head * h;
+      b.vp = b.kt + kt_floats;
+      b.ktb = reinterpret_cast<const uint16_t*>(b.kt);
+      b.vpb = reinterpret_cast<const uint16_t*>(b.vp);
+      b.n_kv = nk;
+      b.d = d;
+      b.out = out + i0 * s.out_stride + col;
+      b.out_stride = s.out_stride;
+      block(b, buf.data());
+    }
+  });
+}
+
 // Two phases over the pool:
 //  1. pack every head once: K_h [n_kv, d] (rows copied) and V_h^T [d, n_kv] (transposed in tiles
 //     of 16 keys so every write fills whole cache lines of a V^T row);
@@ -108,6 +191,14 @@ void attention_full(const AttentionShape& s, const float* q, const float* k, con
                     ThreadPool& pool, std::vector<float>& scratch) {
   if (s.n_q <= 0 || s.n_heads <= 0 || s.n_kv <= 0) return;
   if (s.int8) return attention_int8(s, q, k, v, out, pool, scratch);
+  // MINICPMV_ATTENTION_FLASH=0 keeps the matmul path (benchmarks: bench/peer_vision.py --before)
+  const char* now = std::getenv("MINICPMV_ATTENTION_FLASH");
+  const kernels::Isa isa = kernels::active_isa();
+  if (s.flash && !(now && now[0] == '0') && (isa == kernels::Isa::Avx512 || isa == kernels::Isa::Avx2)) {
+    AttentionShape f = s;
+    f.bf16 = s.bf16 && isa == kernels::Isa::Avx512 && cpu::features().avx512_bf16;
+    return attention_full_flash(f, q, k, v, out, pool, scratch, isa);
+  }
   const int64_t d = s.head_dim, nk = s.n_kv, heads = s.n_heads;
   const size_t per_head = static_cast<size_t>(2 * nk * d);  // K_h | V_h^T
   if (scratch.size() < per_head * heads) scratch.resize(per_head * heads);

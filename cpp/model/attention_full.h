@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/matmul.h"
+
 namespace minicpmv {
 class ThreadPool;
 
@@ -23,13 +25,29 @@ struct AttentionShape {
   // on the tower's shape with today's kernels (slower for the resampler's 64 queries: packing
   // dominates). Not switched on by the models yet: kept for when the int8 kernels pull ahead.
   bool int8 = false;
+  // false: the kernels::matmul path even where the flash kernel exists (benchmarks, comparisons).
+  bool flash = true;
+  // The flash kernel's bf16 variant (vdpbf16ps: q, K, V and the probabilities rounded to bf16,
+  // f32 sums and softmax) where the CPU has AVX512_BF16; ignored elsewhere. Meant for the "bf16"
+  // weights option: 1.46x the f32 flash kernel on the tower's shape, but not switched on by
+  // siglip.cpp yet: it moves tests/test_vision_perf.py's bf16 tower from 1.8e-3 to 7.5e-3 relative
+  // RMS against a reference that keeps the attention in f32 (bound 3e-3).
+  bool bf16 = false;
 };
 
-// Both products run in kernels::matmul (f32), one task per (head, block of 64 query rows) spread
-// over the pool. `scratch` holds every head's packed K_h and V_h^T (2 * n_kv * n_heads * head_dim
+// On the AVX-512 and AVX2 paths (kernels::active_isa()), not int8: the flash-style kernel of
+// kernels/vision_attention.h, one task per (head, block of 48 query rows), K and V of every head
+// packed once into `scratch`. Otherwise both products run in kernels::matmul (f32), one task per
+// (head, block of 64 query rows) spread over the pool (also when MINICPMV_ATTENTION_FLASH=0:
+// benchmarks of the two). `scratch` holds every head's packed K_h and V_h^T (2 * n_kv * n_heads * head_dim
 // floats); it grows on the first call for a larger n_kv and is reused afterwards.
 void attention_full(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                     ThreadPool& pool, std::vector<float>& scratch);
+
+// The flash kernel on a given path: Isa::Ref runs its scalar twin, Isa::Avx2 / Avx512 the SIMD
+// ones (tests, benchmarks); s.bf16 picks the bf16 variant (Ref, or Avx512 with AVX512_BF16). InvalidArgument for a path without a flash kernel or that this CPU cannot run.
+void attention_full_flash(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                          ThreadPool& pool, std::vector<float>& scratch, kernels::Isa isa);
 
 }  // namespace model
 }  // namespace minicpmv

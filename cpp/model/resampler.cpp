@@ -1,12 +1,17 @@
 #include "model/resampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "minicpmv/error.h"
 #include "model/attention_full.h"
 #include "model/vision_matmul.h"
+#include "ops/fast_math.h"
 #include "ops/ops.h"
+#include "quant/quant.h"
 #include "runtime/threadpool.h"
 
 namespace minicpmv::model {
@@ -61,16 +66,39 @@ void resampler_pos_embed(int64_t h, int64_t w, int64_t embed_dim, float* pe) {
 Resampler::Resampler(std::shared_ptr<const Mmproj> mmproj)
     : m_(std::move(mmproj)), omega_(sincos_omega(m_->resampler.embed_dim / 4)) {}
 
-void Resampler::reserve(int64_t n) {
+void Resampler::reserve(int64_t n, bool fold) {
   const ResamplerConfig& c = m_->resampler;
+  const int64_t HQ = c.n_heads * c.query_num;
   if (attn_.empty()) {
     attn_.resize(static_cast<size_t>(c.query_num * c.embed_dim));
     o_.resize(attn_.size());
   }
-  if (n <= capacity_) return;
   const size_t nd = static_cast<size_t>(n * c.embed_dim);
-  for (auto* b : {&kv_, &kpe_, &k_, &v_}) b->resize(nd);
-  capacity_ = n;
+  if (n > capacity_) {
+    for (auto* b : {&kv_, &kpe_, &tmp_}) b->resize(nd);
+    capacity_ = n;
+  }
+  if (fold) {
+    if (pv_.empty()) pv_.resize(static_cast<size_t>(HQ * c.embed_dim));
+    if (scores_.size() < static_cast<size_t>(HQ * n)) scores_.resize(static_cast<size_t>(HQ * n));
+  } else if (v_.size() < nd) {
+    v_.resize(nd);
+  }
+}
+
+// The fold pays where the projections run on f32 kernels (f32 / f16 weights: ~95 GFLOP/s here,
+// like the f32 products of the fold). Block-quantized Wk / Wv run on int8 kernels at ~2.3x that
+// rate, so 52.6 int8 GFLOP cost about what 27.9 f32 ones do, and the int8 path rounds kpe / kv to
+// Q8_0 before Wk / Wv (which tests/test_vision.py's q8_0 reference emulates): those keep the
+// projections. MINICPMV_RESAMPLER_FOLD=0/1 overrides (benchmarks).
+bool Resampler::use_fold() const {
+  if (const char* e = std::getenv("MINICPMV_RESAMPLER_FOLD")) return e[0] == '1';
+  const ResamplerWeights& R = m_->r;
+  for (DType t : {R.attn_k.type(), R.attn_v.type()}) {
+    if (t == DType::BF16 && bf16_dot_flag()) return false;  // bf16 dot products: ~2x the f32 rate
+    if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
+  }
+  return true;
 }
 
 void Resampler::prepare_queries(ThreadPool& pool) {
@@ -86,6 +114,36 @@ void Resampler::prepare_queries(ThreadPool& pool) {
   ops::add_bias(q_proj_.data(), R.attn_q_b.data(), Q, D);
 }
 
+// qk_ rows h*Q .. h*Q+Q-1 = s (LN_q(query) Wq_h^T + bq_h) Wk_h, Wk_h = rows [h*d, h*d + d) of Wk
+// as the chosen weight format stores them (dequantized: the option's rounding of Wk stays),
+// computed in f32 through Wk_h^T [D, d] as an f32 "weight".
+void Resampler::prepare_folded(ThreadPool& pool) {
+  if (!qk_.empty()) return;
+  prepare_queries(pool);
+  const ResamplerConfig& c = m_->resampler;
+  const ResamplerWeights& R = m_->r;
+  const int64_t Q = c.query_num, D = c.embed_dim, H = c.n_heads, hd = c.head_dim;
+  if (R.attn_k.cols() != D || R.attn_v.cols() != D || R.attn_k.rows() != H * hd || R.attn_v.rows() != H * hd)
+    throw InvalidArgument("resampler: attn.k / attn.v must be [" + std::to_string(H * hd) + ", " + std::to_string(D) +
+                          "] for the folded attention");
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  qk_.resize(static_cast<size_t>(H * Q * D));
+  std::vector<float> wk(static_cast<size_t>(hd * D)), wkt(wk.size()), qh(static_cast<size_t>(Q * hd));
+  const uint8_t* base = static_cast<const uint8_t*>(R.attn_k.data());
+  for (int64_t h = 0; h < H; ++h) {
+    pool.parallel_for(hd, 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        dequantize_row(R.attn_k.type(), base + R.attn_k.row_bytes() * static_cast<size_t>(h * hd + r),
+                       wk.data() + r * D, D);
+    });
+    for (int64_t r = 0; r < hd; ++r)
+      for (int64_t k = 0; k < D; ++k) wkt[k * hd + r] = wk[r * D + k];
+    for (int64_t i = 0; i < Q; ++i)
+      for (int64_t j = 0; j < hd; ++j) qh[i * hd + j] = q_proj_[i * D + h * hd + j] * scale;
+    kernels::matmul(kernels::Weight::view(DType::F32, D, hd, wkt.data()), qh.data(), Q, qk_.data() + h * Q * D, pool);
+  }
+}
+
 void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, ThreadPool& pool) {
   if (h <= 0 || w <= 0)
     throw InvalidArgument("resampler: patch grid must be at least 1x1, got " + std::to_string(h) + "x" +
@@ -93,11 +151,11 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   const ResamplerConfig& c = m_->resampler;
   const ResamplerWeights& R = m_->r;
   const int64_t n = h * w, D = c.embed_dim, Q = c.query_num, half = D / 2;
-  reserve(n);
-  prepare_queries(pool);
+  const bool fold = use_fold();
+  reserve(n, fold);
 
   // kv = LN_kv(x W_kv^T);  kpe = kv + pe (keys only: values get no position)
-  vision_matmul(R.kv, x, n, k_.data(), pool);  // k_ is free until K: holds x W_kv^T
+  vision_matmul(R.kv, x, n, tmp_.data(), pool);
   // The sin-cos rows depend on the grid only: the slices of an image share one size (~115k
   // double sin/cos each), so they are rebuilt only when it changes.
   if (h != table_for_h_ || w != table_for_w_) {
@@ -111,7 +169,7 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* kv = kv_.data() + i * D;
-      ops::layer_norm(k_.data() + i * D, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
+      ops::layer_norm(tmp_.data() + i * D, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
       float* kpe = kpe_.data() + i * D;
       const float* pw = table_w_.data() + (i % w) * half;
       const float* ph = table_h_.data() + (i / w) * half;
@@ -120,24 +178,10 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
     }
   });
 
-  // K = kpe Wk^T + bk;  V = kv Wv^T + bv
-  vision_matmul(R.attn_k, kpe_.data(), n, k_.data(), pool);
-  vision_matmul(R.attn_v, kv_.data(), n, v_.data(), pool);
-  pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      ops::add(k_.data() + i * D, R.attn_k_b.data(), D);
-      ops::add(v_.data() + i * D, R.attn_v_b.data(), D);
-    }
-  });
-
-  AttentionShape s;
-  s.n_q = Q;
-  s.n_kv = n;
-  s.n_heads = c.n_heads;
-  s.head_dim = c.head_dim;
-  s.q_stride = s.k_stride = s.v_stride = s.out_stride = D;
-  s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-  attention_full(s, q_proj_.data(), k_.data(), v_.data(), attn_.data(), pool, attn_scratch_);
+  if (fold)
+    attend_folded(n, pool);
+  else
+    attend_projected(n, pool);
 
   // y = LN_post(attn Wo^T + bo) . P   (the LN output reuses attn_)
   vision_matmul(R.attn_out, attn_.data(), Q, o_.data(), pool);
@@ -147,6 +191,69 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
     ops::layer_norm(o, R.ln_post_w.data(), R.ln_post_b.data(), attn_.data() + i * D, D, c.eps);
   }
   vision_matmul(R.proj, attn_.data(), Q, out, pool);
+}
+
+// The spec's attention (nn.MultiheadAttention, s = 1/sqrt(d), head h = columns [h*d, h*d + d)):
+//   Q = LN_q(query) Wq^T + bq;  K = kpe Wk^T + bk;  V = kv Wv^T + bv
+//   attn_h = softmax(s Q_h K_h^T) V_h
+void Resampler::attend_projected(int64_t n, ThreadPool& pool) {
+  const ResamplerConfig& c = m_->resampler;
+  const ResamplerWeights& R = m_->r;
+  const int64_t D = c.embed_dim;
+  prepare_queries(pool);
+  float* k = tmp_.data();
+  vision_matmul(R.attn_k, kpe_.data(), n, k, pool);
+  vision_matmul(R.attn_v, kv_.data(), n, v_.data(), pool);
+  pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      ops::add(k + i * D, R.attn_k_b.data(), D);
+      ops::add(v_.data() + i * D, R.attn_v_b.data(), D);
+    }
+  });
+  AttentionShape s;
+  s.n_q = c.query_num;
+  s.n_kv = n;
+  s.n_heads = c.n_heads;
+  s.head_dim = c.head_dim;
+  s.q_stride = s.k_stride = s.v_stride = s.out_stride = D;
+  s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  attention_full(s, q_proj_.data(), k, v_.data(), attn_.data(), pool, attn_scratch_);
+}
+
+// The same attention with the two n-token projections folded into the queries (they are weights):
+//   s Q_h K_h^T = (s Q_h Wk_h) kpe^T + s Q_h bk_h 1^T   -- the last term is one constant per query
+//                                                          row: the softmax drops it;
+//   P_h V_h     = (P_h kv) Wv_h^T + bv_h                -- the rows of P_h sum to 1.
+// With qk_ = s Q_h Wk_h from the load, a 1024-token slice costs 2 * 2 H Q n D (scores, P kv) +
+// 2 H Q D d (the per-head Wv) = 27.9 GFLOP instead of 2 * 2 n D^2 = 52.6 for K and V.
+// Numerics: the same sums reassociated in f32 (measured against the float64 spec resampler: the
+// same ~1e-6 relative as the projected path), and b_v added as is instead of through
+// sum_j P_hj = 1 +- a few ulps.
+void Resampler::attend_folded(int64_t n, ThreadPool& pool) {
+  const ResamplerConfig& c = m_->resampler;
+  const ResamplerWeights& R = m_->r;
+  const int64_t D = c.embed_dim, Q = c.query_num, H = c.n_heads, hd = c.head_dim, HQ = H * Q;
+  prepare_folded(pool);
+  kernels::matmul(kernels::Weight::view(DType::F32, n, D, kpe_.data()), qk_.data(), HQ, scores_.data(), pool);
+  pool.parallel_for(HQ, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) ops::softmax_fast(scores_.data() + r * n, n);
+  });
+  float* kvt = tmp_.data();  // kv^T [D, n]: the f32 "weight" of P kv
+  pool.parallel_for((D + 15) / 16, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t k0 = b0 * 16; k0 < std::min(D, b1 * 16); k0 += 16)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t k = k0; k < std::min(D, k0 + 16); ++k) kvt[k * n + i] = kv_[i * D + k];
+  });
+  kernels::matmul(kernels::Weight::view(DType::F32, D, n, kvt), scores_.data(), HQ, pv_.data(), pool);
+  const uint8_t* wv = static_cast<const uint8_t*>(R.attn_v.data());
+  float* oh = o_.data();  // [Q, d] per head, free until attn_out
+  for (int64_t h = 0; h < H; ++h) {
+    const kernels::Weight Wv_h =
+        kernels::Weight::view(R.attn_v.type(), hd, D, wv + R.attn_v.row_bytes() * static_cast<size_t>(h * hd));
+    vision_matmul(Wv_h, pv_.data() + h * Q * D, Q, oh, pool);
+    for (int64_t i = 0; i < Q; ++i)
+      for (int64_t j = 0; j < hd; ++j) attn_[i * D + h * hd + j] = oh[i * hd + j] + R.attn_v_b[h * hd + j];
+  }
 }
 
 }  // namespace minicpmv::model

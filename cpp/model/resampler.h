@@ -27,18 +27,28 @@ class Resampler {
   void forward(const float* x, int64_t h, int64_t w, float* out, ThreadPool& pool);
 
  private:
-  void reserve(int64_t n);
+  void reserve(int64_t n, bool fold);
   void prepare_queries(ThreadPool& pool);
+  void prepare_folded(ThreadPool& pool);
+  bool use_fold() const;
+  void attend_folded(int64_t n, ThreadPool& pool);     // kv_, kpe_ -> attn_ (tmp_ as scratch)
+  void attend_projected(int64_t n, ThreadPool& pool);  // kv_, kpe_ -> attn_ (tmp_, v_ as K, V)
 
   std::shared_ptr<const Mmproj> m_;
   std::vector<float> omega_;   // sin-cos frequencies, D/4
   std::vector<float> q_proj_;  // LN_q(query) Wq^T + bq: depends on weights only, computed once
+  // qk_[h * Q + i] = (LN_q(query_i) Wq_h^T + bq_h) Wk_h / sqrt(head_dim), [n_heads * Q, D]: the
+  // queries pulled through the key projection once (they and Wk are weights), see attend_folded().
+  std::vector<float> qk_;
   int64_t capacity_ = 0;
-  std::vector<float> kv_, kpe_, k_, v_;        // [n, D]
+  std::vector<float> kv_, kpe_, tmp_;          // [n, D]; tmp_: x W_kv^T, then kv^T [D, n] or K
+  std::vector<float> v_;                       // [n, D] V (projected path only)
+  std::vector<float> scores_;                  // [n_heads * Q, n]
+  std::vector<float> pv_;                      // [n_heads * Q, D]: P_h kv per head
   std::vector<float> table_w_, table_h_;       // [w, D/2], [h, D/2] sin|cos halves
   int64_t table_for_h_ = 0, table_for_w_ = 0;  // the grid the tables hold
   std::vector<float> attn_, o_;                // [query_num, D]
-  std::vector<float> attn_scratch_;
+  std::vector<float> attn_scratch_;            // attention_full's packed heads (projected path)
 };
 
 }  // namespace model
