@@ -99,6 +99,7 @@ void fill_ref(KernelSet& ks);
 #if defined(MINICPMV_X86)
 void fill_avx2(KernelSet& ks);    // starts from ref, overrides what it vectorises
 void fill_avx512(KernelSet& ks);  // starts from avx2
+void fill_avx2_gemv(KernelSet& ks);     // x86/avx2_gemv.cpp: decode kernels, called by fill_avx2
 void fill_avx512_gemv(KernelSet& ks);   // x86/avx512_gemv.cpp: decode kernels, called by fill_avx512
 void fill_avx512_float(KernelSet& ks);  // x86/avx512_float.cpp: F32/F16/BF16 weights, called by fill_avx512
 #endif

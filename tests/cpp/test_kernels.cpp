@@ -402,3 +402,98 @@ TEST(prefill_tiles_token_and_row_tails) {
 }
 
 TEST_MAIN()
+
+// ==================================================================================================
+// AVX2 single-token kernels (x86/avx2_gemv.cpp). Appended section.
+// ==================================================================================================
+namespace {
+
+// The activation quantizer matmul() uses for a decode call of type t (as in matmul.cpp).
+QuantizeFn decode_quantizer(const KernelSet& ks, DType t) {
+  const int id = static_cast<int>(t);
+  if (ks.quantize_gemv[id]) return ks.quantize_gemv[id];
+  if (ks.quantize_type[id]) return ks.quantize_type[id];
+  return act_kind(t) == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k;
+}
+
+}  // namespace
+
+// The avx2 path has decode kernels for the model's four quantized types (else the n = 1 tests
+// above would only exercise its tiles), reading the natural A8 / A8K order (quantize_gemv unset).
+// fill_avx512 starts from fill_avx2: a decode kernel the avx512 path leaves inherited from avx2
+// must still meet a natural-order quantizer there (the avx512 path reorders the 32-block codes,
+// quantize_a8p), i.e. gemv / quantize_gemv act as a pair. Checked by bytes: the quantizer the
+// avx512 path would use must write the scalar A8 / A8K bytes.
+TEST(avx2_gemv_present_and_paired_with_its_quantizer) {
+#if defined(MINICPMV_X86)
+  if (!isa_available(Isa::Avx2)) return;
+  KernelSet k2;
+  fill_avx2(k2);
+  for (DType t : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::Q8_0}) {
+    const int id = static_cast<int>(t);
+    CHECK_MSG(k2.gemv[id] != nullptr, "avx2 has no decode kernel for %s", type_name(t));
+    CHECK_MSG(k2.quantize_gemv[id] == nullptr, "avx2 %s: unexpected quantize_gemv", type_name(t));
+  }
+  if (!isa_available(Isa::Avx512)) return;
+  KernelSet k5;
+  fill_avx512(k5);
+  const int64_t cols = 256 * 3;
+  std::vector<float> x(cols);
+  for (auto& v : x) v = uni(-2, 2);
+  for (DType t : kTypes) {
+    const int id = static_cast<int>(t);
+    if (!k2.gemv[id] || k5.gemv[id] != k2.gemv[id]) continue;  // overridden (or none): the avx512 pair
+    const ActKind kind = act_kind(t);
+    const size_t rb = act_row_bytes(kind, cols);
+    std::vector<uint8_t> a(rb, 0), b(rb, 0);
+    (kind == ActKind::A8 ? ref::quantize_a8 : ref::quantize_a8k)(x.data(), a.data(), cols);
+    decode_quantizer(k5, t)(x.data(), b.data(), cols);
+    CHECK_MSG(std::memcmp(a.data(), b.data(), rb) == 0,
+              "avx512 inherits the avx2 decode kernel of %s with a reordering quantizer", type_name(t));
+  }
+#endif
+}
+
+// The avx2 decode kernels against ref where their own loops have edges: Q4_0 takes blocks in
+// pairs (odd block counts leave one), all take 4 row streams plus the rest one by one (rows 1, 3,
+// 4, 5, 13, 67, 130), one block, 3584 + 256 columns and that plus one 32-block; extreme codes
+// (Q4_K scales, mins and codes at 63 / 63 / 15, Q6_K codes 63 with scales +-127/-128, Q4_0 codes
+// 15, Q8_0 codes -128 / 127) with activations at +-1 (A8 codes +-127: the vpmaddubsw pairs at
+// their largest). Called through matmul with the avx2 path, n = 1 (the decode kernel), 1 thread.
+// Same tolerance as check_type.
+TEST(avx2_gemv_block_pairs_streams_and_extremes) {
+  if (!isa_available(Isa::Avx2)) return;
+  ThreadPool p1(1);
+  for (DType t : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::Q8_0}) {
+    const int64_t unit = type_traits(t).block_size;
+    std::vector<int64_t> col_list = {unit, 3 * unit, 3584 + 256};
+    if (unit == 32) col_list.push_back(3584 + 256 + 32);
+    for (int64_t cols : col_list)
+      for (int64_t rows : {1, 3, 4, 5, 13, 67, 130})
+        for (int extreme = 0; extreme < 2; ++extreme) {
+          float wmax = 0;
+          std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+          const size_t ts = type_traits(t).type_size;
+          if (extreme)
+            for (size_t b = 0; b < w.size() / ts; ++b) {
+              uint8_t* blk = w.data() + b * ts;
+              if (t == DType::Q4_K) std::memset(blk + 4, 0xFF, 12 + 128);
+              else if (t == DType::Q6_K) {
+                std::memset(blk, 0xFF, 192);
+                for (int g = 0; g < 16; ++g) blk[192 + g] = (b + g) % 3 ? 0x80 : 0x7F;
+              } else if (t == DType::Q4_0) std::memset(blk + 2, 0xFF, 16);
+              else for (int j = 0; j < 32; ++j) blk[2 + j] = (b + j) % 2 ? 0x80 : 0x7F;
+            }
+          Weight W = Weight::view(t, rows, cols, w.data());
+          std::vector<float> x(cols), yr(rows), y(rows, 7.f);
+          for (int64_t j = 0; j < cols; ++j) x[j] = extreme ? ((j * 5 / 3) % 2 ? -1.f : 1.f) : uni(-1, 1);
+          matmul(W, x.data(), 1, yr.data(), p1, Isa::Ref);
+          matmul(W, x.data(), 1, y.data(), p1, Isa::Avx2);
+          const double tol = 2e-5 * cols * wmax + 1e-30;
+          double worst = 0;
+          for (int64_t r = 0; r < rows; ++r) worst = std::max(worst, std::fabs(double(y[r]) - double(yr[r])));
+          CHECK_MSG(worst <= tol, "avx2 gemv %s rows=%lld cols=%lld extreme=%d: max err %g (tol %g)", type_name(t),
+                    (long long)rows, (long long)cols, extreme, worst, tol);
+        }
+  }
+}

@@ -917,6 +917,9 @@ void gemm_k16(int64_t cols, const uint8_t* w, size_t w_stride, int64_t nrows, co
 
 void fill_avx512(KernelSet& ks) {
   fill_avx2(ks);
+  // The avx2 decode kernels read activations in the avx2 orders; this path reorders some of them
+  // (quantize_type below), so none may be inherited: fill_avx512_gemv sets its own pairs.
+  for (int t = 0; t < kNumTypes; ++t) ks.gemv[t] = nullptr, ks.quantize_gemv[t] = nullptr;
   ks.name = "avx512";
   ks.quantize_a8 = quantize_a8;
   ks.quantize_a8k = quantize_a8k;
