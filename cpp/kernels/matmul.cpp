@@ -129,6 +129,46 @@ uint8_t* scratch(size_t bytes) {
   return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t(63));
 }
 
+// The kernel, activation quantizer and activation row stride matmul uses for one weight.
+struct KernelChoice {
+  GemmFn gemm = nullptr;
+  QuantizeFn quant = nullptr;  // nullptr: F32 activations, X used in place
+  size_t xs = 0;               // bytes between activation rows
+};
+
+KernelChoice choose_kernel(const KernelSet& ks, DType type, int64_t cols, int64_t n, bool gemv_on) {
+  const int tid = static_cast<int>(type);
+  const bool single = n == 1 && ks.gemv[tid] != nullptr && gemv_on;
+  KernelChoice k;
+  k.gemm = single ? ks.gemv[tid] : ks.gemm[tid];
+  const ActKind kind = act_kind(type);
+  k.xs = act_row_bytes(kind, cols);
+  // Prefill: give each quantized activation row an odd number of 64-byte lines (3584 columns of
+  // A8K: 4096 -> 4160 bytes). The 16-row tiles read the same offset of 8-16 token rows back to
+  // back; at a 4 KiB stride those loads all map to one L1 set (8 ways) and evict each other
+  // (a vpdpbusd loop over such rows ran at 0.47 of peak, 0.85 with the odd stride).
+  if (kind != ActKind::F32 && n >= 4 && (k.xs / 64) % 2 == 0) k.xs += 64;
+  if (kind != ActKind::F32)
+    k.quant = single && ks.quantize_gemv[tid] ? ks.quantize_gemv[tid]
+              : ks.quantize_type[tid]         ? ks.quantize_type[tid]
+              : kind == ActKind::A8           ? ks.quantize_a8
+                                              : ks.quantize_a8k;
+  return k;
+}
+
+// Decode (n < 4) row chunk: about `chunks` equal parts of the rows, a multiple of 16 rows.
+int64_t decode_grain(int64_t rows, int64_t chunks) {
+  const int64_t grain = (rows + chunks - 1) / chunks;
+  return std::max<int64_t>(16, (grain + 15) & ~int64_t(15));
+}
+
+// Prefill row block: weights that fit in L2 (prefill_block_bytes), a multiple of 16 rows (the
+// avx512 Q4_0/Q8_0 tile is 16 rows), 16..64.
+int64_t prefill_grain(size_t row_bytes) {
+  const int64_t grain = static_cast<int64_t>(prefill_block_bytes() / std::max<size_t>(row_bytes, 1));
+  return std::clamp<int64_t>(grain & ~int64_t(15), 16, 64);
+}
+
 }  // namespace
 
 const char* isa_name(Isa isa) {
@@ -209,25 +249,15 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   if (!X || !Y) throw InvalidArgument("matmul: null activation or output");
   require_supported(isa);
   const KernelSet& ks = kernel_set(isa);
-  const int tid = static_cast<int>(W.type());
-  const bool single = n == 1 && ks.gemv[tid] != nullptr && gemv_enabled();
-  const GemmFn gemm = single ? ks.gemv[tid] : ks.gemm[tid];
   const int64_t rows = W.rows(), cols = W.cols();
-  const ActKind kind = act_kind(W.type());
-  size_t xs = act_row_bytes(kind, cols);
-  // Prefill: give each quantized activation row an odd number of 64-byte lines (3584 columns of
-  // A8K: 4096 -> 4160 bytes). The 16-row tiles read the same offset of 8-16 token rows back to
-  // back; at a 4 KiB stride those loads all map to one L1 set (8 ways) and evict each other
-  // (a vpdpbusd loop over such rows ran at 0.47 of peak, 0.85 with the odd stride).
-  if (kind != ActKind::F32 && n >= 4 && (xs / 64) % 2 == 0) xs += 64;
+  const KernelChoice kc = choose_kernel(ks, W.type(), cols, n, n == 1 && gemv_enabled());
+  const GemmFn gemm = kc.gemm;
+  const size_t xs = kc.xs;
 
   const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
-  if (kind != ActKind::F32) {
+  if (kc.quant) {
     uint8_t* buf = scratch(xs * static_cast<size_t>(n));
-    const QuantizeFn q = single && ks.quantize_gemv[tid] ? ks.quantize_gemv[tid]
-                         : ks.quantize_type[tid]            ? ks.quantize_type[tid]
-                         : kind == ActKind::A8              ? ks.quantize_a8
-                                                            : ks.quantize_a8k;
+    const QuantizeFn q = kc.quant;
     auto quant_rows = [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) q(X + t * cols, buf + t * xs, cols);
     };
@@ -242,13 +272,10 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   int64_t grain;
   if (n < 4) {
     // Decode: ~4 contiguous chunks per thread so a slower core does not hold the others up.
-    grain = (rows + 4 * nth - 1) / (4 * nth);
-    grain = std::max<int64_t>(16, (grain + 15) & ~int64_t(15));
+    grain = decode_grain(rows, 4 * nth);
   } else {
-    // Prefill: a row block whose weights fit in L2 (prefill_block_bytes), a multiple of 16 rows (the avx512
-    // Q4_0/Q8_0 tile is 16 rows), 16..64; fewer if that would leave threads idle.
-    grain = static_cast<int64_t>(prefill_block_bytes() / std::max<size_t>(ws, 1));
-    grain = std::clamp<int64_t>(grain & ~int64_t(15), 16, 64);
+    // Prefill: L2-sized row blocks; fewer rows per block if that would leave threads idle.
+    grain = prefill_grain(ws);
     while (grain > 16 && (rows + grain - 1) / grain < 4 * nth) grain = std::max<int64_t>(16, (grain / 2) & ~int64_t(15));
   }
   auto run_rows = [&](int64_t b, int64_t e) { gemm(cols, w + b * ws, ws, e - b, xq, xs, n, Y + b, rows); };
@@ -262,6 +289,150 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   } else {
     pool.parallel_for(rows, grain, run_rows);
   }
+}
+
+void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, ThreadPool& pool) {
+  matmul_multi(outs, count, X, n, pool, current_isa());
+}
+
+// The work is a list of row chunks, weight after weight; chunk c of weight i covers rows
+// [(c - first[i]) * grain[i], + grain[i]). Every chunk starts at a multiple of 16 rows of its
+// weight, like matmul's, so each row goes through the same kernel tiles and gives the same bits.
+void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, ThreadPool& pool, Isa isa) {
+  if (!outs || count <= 0) throw InvalidArgument("matmul_multi: no weights given");
+  if (count > kMaxMatmulMulti)
+    throw InvalidArgument("matmul_multi: " + std::to_string(count) + " weights, at most " +
+                          std::to_string(kMaxMatmulMulti));
+  for (int i = 0; i < count; ++i) {
+    if (!outs[i].w || outs[i].w->empty()) throw InvalidArgument("matmul_multi: weight " + std::to_string(i) + " is empty");
+    if (!outs[i].y) throw InvalidArgument("matmul_multi: output " + std::to_string(i) + " is null");
+    if (outs[i].w->cols() != outs[0].w->cols())
+      throw InvalidArgument("matmul_multi: weight " + std::to_string(i) + " has " + std::to_string(outs[i].w->cols()) +
+                            " columns, weight 0 has " + std::to_string(outs[0].w->cols()));
+  }
+  if (n <= 0) return;
+  if (!X) throw InvalidArgument("matmul_multi: null activation");
+  require_supported(isa);
+  const KernelSet& ks = kernel_set(isa);
+  const int64_t cols = outs[0].w->cols();
+  const bool gemv_on = n == 1 && gemv_enabled();
+
+  // Plain data, captured by one pointer: the std::function of the pool job then needs no heap.
+  struct Part {
+    KernelChoice kc;
+    int slot;  // activation buffer, -1 = X itself (F32)
+    const uint8_t* w;
+    size_t ws;
+    int64_t rows, grain, first;
+    float* y;
+  };
+  struct Plan {
+    Part part[kMaxMatmulMulti];
+    int count;
+    QuantizeFn quant[kMaxMatmulMulti];
+    size_t xs[kMaxMatmulMulti];
+    uint8_t* xq[kMaxMatmulMulti];
+    int n_quant;
+    int64_t n_chunks, n, cols;
+    const float* X;
+  } plan;
+  plan.count = count;
+  plan.n_quant = 0;
+  plan.n = n;
+  plan.cols = cols;
+  plan.X = X;
+
+  // One activation buffer per distinct (quantizer, row stride): e.g. in decode a Q4_K weight
+  // with a single-token kernel and a Q6_K weight without one may want different code orders.
+  size_t bytes = 0;
+  double work = 0;
+  for (int i = 0; i < count; ++i) {
+    const Weight& W = *outs[i].w;
+    Part& p = plan.part[i];
+    p.kc = choose_kernel(ks, W.type(), cols, n, gemv_on);
+    p.w = static_cast<const uint8_t*>(W.data());
+    p.ws = W.row_bytes();
+    p.rows = W.rows();
+    p.y = outs[i].y;
+    p.slot = -1;
+    if (p.kc.quant) {
+      for (int j = 0; j < plan.n_quant && p.slot < 0; ++j)
+        if (plan.quant[j] == p.kc.quant && plan.xs[j] == p.kc.xs) p.slot = j;
+      if (p.slot < 0) {
+        p.slot = plan.n_quant++;
+        plan.quant[p.slot] = p.kc.quant;
+        plan.xs[p.slot] = p.kc.xs;
+        bytes += p.kc.xs * static_cast<size_t>(n);
+      }
+    }
+    work += static_cast<double>(p.rows) * static_cast<double>(cols) * static_cast<double>(n);
+  }
+
+  if (plan.n_quant > 0) {
+    uint8_t* buf = scratch(bytes);
+    for (int j = 0; j < plan.n_quant; ++j) {
+      plan.xq[j] = buf;
+      buf += plan.xs[j] * static_cast<size_t>(n);
+    }
+    const Plan* pp = &plan;
+    auto quant_rows = [pp](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        for (int j = 0; j < pp->n_quant; ++j)
+          pp->quant[j](pp->X + t * pp->cols, pp->xq[j] + t * pp->xs[j], pp->cols);
+    };
+    if (n >= 2 * pool.size() && n * cols * plan.n_quant >= (1 << 16)) pool.parallel_for(n, 1, quant_rows);
+    else quant_rows(0, n);
+  }
+
+  const int nth = pool.size();
+  if (n < 4) {
+    // Decode: ~4 chunks per thread over all the weights' bytes together (a Q6_K row costs more
+    // than a Q4_K one), so a slower core does not hold the others up.
+    size_t total = 0;
+    for (int i = 0; i < count; ++i) total += plan.part[i].ws * static_cast<size_t>(plan.part[i].rows);
+    const size_t chunk_bytes = std::max<size_t>(1, (total + 4 * nth - 1) / (4 * nth));
+    for (int i = 0; i < count; ++i) {
+      Part& p = plan.part[i];
+      const int64_t chunks = static_cast<int64_t>((p.ws * static_cast<size_t>(p.rows) + chunk_bytes - 1) / chunk_bytes);
+      p.grain = decode_grain(p.rows, std::max<int64_t>(1, chunks));
+    }
+  } else {
+    for (int i = 0; i < count; ++i) plan.part[i].grain = prefill_grain(plan.part[i].ws);
+  }
+  auto count_chunks = [&] {
+    int64_t c = 0;
+    for (int i = 0; i < count; ++i) {
+      plan.part[i].first = c;
+      c += (plan.part[i].rows + plan.part[i].grain - 1) / plan.part[i].grain;
+    }
+    return c;
+  };
+  plan.n_chunks = count_chunks();
+  // Prefill: smaller blocks if there are too few to keep every thread busy.
+  while (n >= 4 && plan.n_chunks < 4 * nth) {
+    bool changed = false;
+    for (int i = 0; i < count; ++i) {
+      int64_t& g = plan.part[i].grain;
+      if (g > 16) g = std::max<int64_t>(16, (g / 2) & ~int64_t(15)), changed = true;
+    }
+    if (!changed) break;
+    plan.n_chunks = count_chunks();
+  }
+
+  const Plan* pp = &plan;
+  auto run_chunks = [pp](int64_t b, int64_t e) {
+    int i = 0;
+    for (int64_t c = b; c < e; ++c) {
+      while (i + 1 < pp->count && c >= pp->part[i + 1].first) ++i;
+      const Part& p = pp->part[i];
+      const int64_t r0 = (c - p.first) * p.grain, r1 = std::min(p.rows, r0 + p.grain);
+      const uint8_t* xq = p.slot >= 0 ? pp->xq[p.slot] : reinterpret_cast<const uint8_t*>(pp->X);
+      p.kc.gemm(pp->cols, p.w + r0 * p.ws, p.ws, r1 - r0, xq, p.kc.xs, pp->n, p.y + r0, p.rows);
+    }
+  };
+  // Small work runs on the calling thread (see matmul).
+  if (nth == 1 || plan.n_chunks == 1 || work < 65536.0) run_chunks(0, plan.n_chunks);
+  else pool.parallel_for(plan.n_chunks, 1, run_chunks);
 }
 
 }  // namespace kernels

@@ -60,5 +60,21 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
 // The same on a given path (tests, benchmarks); InvalidArgument if this CPU cannot run it.
 void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool, Isa isa);
 
+// One product of a fused call: Y[n x w->rows()] = X . w^T.
+struct MatmulOut {
+  const Weight* w = nullptr;
+  float* y = nullptr;
+};
+constexpr int kMaxMatmulMulti = 8;
+
+// Several weights with the same cols times one X (a layer's q/k/v, or gate/up): the activations
+// are quantized once per distinct activation layout and all weights' rows run as ONE pool job, so
+// a decode token pays one barrier instead of one per weight and small matrices (k, v) are not cut
+// into tiny pieces. Weights may differ in type and rows. Each Y equals what matmul(*w, X, n, y)
+// writes, bit for bit. InvalidArgument: no weights, more than kMaxMatmulMulti, an empty weight or
+// null output, or cols that differ from the first weight's.
+void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, ThreadPool& pool);
+void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, ThreadPool& pool, Isa isa);
+
 }  // namespace kernels
 }  // namespace minicpmv

@@ -302,9 +302,10 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
 
     // attention block: x += attn_output(attention(rope(q), rope(k), v)), q/k/v = W norm(x) + b
     for (int64_t i = 0; i < n; ++i) ops::rms_norm(&s.x[i * d], L.attn_norm, &s.xb[i * d], d, c.rms_eps);
-    kernels::matmul(L.attn_q, s.xb.data(), n, s.q.data(), pool);
-    kernels::matmul(L.attn_k, s.xb.data(), n, s.k.data(), pool);
-    kernels::matmul(L.attn_v, s.xb.data(), n, s.v.data(), pool);
+    // q, k and v read the same normed input: one fused product (one activation quantization,
+    // one pool job), bit-identical to three matmul calls.
+    const kernels::MatmulOut qkv[3] = {{&L.attn_q, s.q.data()}, {&L.attn_k, s.k.data()}, {&L.attn_v, s.v.data()}};
+    kernels::matmul_multi(qkv, 3, s.xb.data(), n, pool);
     ops::add_bias(s.q.data(), L.attn_q_bias, n, d);
     ops::add_bias(s.k.data(), L.attn_k_bias, n, kvd);
     ops::add_bias(s.v.data(), L.attn_v_bias, n, kvd);
@@ -320,8 +321,8 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
 
     // feed-forward block: x += ffn_down(silu(ffn_gate(norm(x))) * ffn_up(norm(x)))
     for (int64_t i = 0; i < n; ++i) ops::rms_norm(&s.x[i * d], L.ffn_norm, &s.xb[i * d], d, c.rms_eps);
-    kernels::matmul(L.ffn_gate, s.xb.data(), n, s.hb.data(), pool);
-    kernels::matmul(L.ffn_up, s.xb.data(), n, s.hb2.data(), pool);
+    const kernels::MatmulOut gate_up[2] = {{&L.ffn_gate, s.hb.data()}, {&L.ffn_up, s.hb2.data()}};
+    kernels::matmul_multi(gate_up, 2, s.xb.data(), n, pool);
     swiglu(pool, s.hb.data(), s.hb2.data(), n, c.n_ff);
     kernels::matmul(L.ffn_down, s.hb.data(), n, s.xb.data(), pool);
     ops::add(s.x.data(), s.xb.data(), n * d);
