@@ -94,6 +94,10 @@ struct KernelSet {
   QuantizeFn quantize_gemv[kNumTypes] = {};
 };
 
+enum class Isa;
+// The table of one path (matmul.cpp; the path must be available on this CPU).
+const KernelSet& kernel_set_for(Isa isa);
+
 // Filled by each ISA file (ref always; the others only on their architecture).
 void fill_ref(KernelSet& ks);
 #if defined(MINICPMV_X86)

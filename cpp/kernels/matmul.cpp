@@ -8,8 +8,9 @@
 //    in L2 (prefill_block_bytes); the kernel sweeps all tokens over it in register tiles, so each weight
 //    byte comes from DRAM once per call and from L2 once per token tile. (Also with one thread:
 //    one call over all rows would stream the whole matrix from DRAM per token tile, 2.5x slower.)
-// Weights are used in place (GGUF mapping): no repacked copy is kept (issue 8: one copy of the
-// model in memory); Weight::owned_ stays unused for now.
+// Weights are used in place (GGUF mapping): no repacked copy is kept beside them (issue 8: one copy
+// of the model in memory). The one repacked layout, Q8Rows16 (packed_q8.h), replaces a converted
+// copy the vision encoder makes at load; its products run in packed_q8.cpp.
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "kernels/kernel_set.h"
+#include "kernels/packed_q8.h"
 #include "minicpmv/error.h"
 #include "runtime/cpu.h"
 #include "runtime/threadpool.h"
@@ -216,6 +218,8 @@ void quantize_activation_row(Isa isa, ActKind kind, const float* x, uint8_t* dst
   (kind == ActKind::A8 ? ks.quantize_a8 : ks.quantize_a8k)(x, dst, cols);
 }
 
+const KernelSet& kernel_set_for(Isa isa) { return kernel_set(isa); }
+
 bool matmul_supports(DType type) {
   const int id = static_cast<int>(type);
   return id >= 0 && id < kNumTypes && kernel_set(Isa::Ref).gemm[id] != nullptr;
@@ -239,6 +243,24 @@ Weight Weight::view(DType type, int64_t rows, int64_t cols, const void* data) {
   return w;
 }
 
+Weight Weight::repacked(DType type, Layout layout, int64_t rows, int64_t cols, std::shared_ptr<void> bytes) {
+  if (layout == Layout::Rows || !bytes) throw InvalidArgument("matmul: a repacked weight needs a packed layout and bytes");
+  if (layout == Layout::Q8Rows16 && type != DType::Q8_0)
+    throw InvalidArgument(std::string("matmul: the Q8Rows16 layout holds Q8_0, not ") + type_name(type));
+  if (rows <= 0 || cols <= 0 || cols % 32 != 0)
+    throw InvalidArgument("matmul: repacked weight shape " + std::to_string(rows) + " x " + std::to_string(cols) +
+                          " is not valid");
+  Weight w;
+  w.type_ = type;
+  w.layout_ = layout;
+  w.rows_ = rows;
+  w.cols_ = cols;
+  w.data_ = bytes.get();
+  w.row_bytes_ = 0;
+  w.owned_ = std::move(bytes);
+  return w;
+}
+
 void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& pool) {
   matmul(W, X, n, Y, pool, current_isa());
 }
@@ -248,6 +270,7 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   if (n <= 0) return;
   if (!X || !Y) throw InvalidArgument("matmul: null activation or output");
   require_supported(isa);
+  if (W.layout() == Layout::Q8Rows16) return packed::matmul(W, X, n, Y, pool, isa);
   const KernelSet& ks = kernel_set(isa);
   const int64_t rows = W.rows(), cols = W.cols();
   const KernelChoice kc = choose_kernel(ks, W.type(), cols, n, n == 1 && gemv_enabled());
@@ -313,6 +336,13 @@ void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, T
   if (n <= 0) return;
   if (!X) throw InvalidArgument("matmul_multi: null activation");
   require_supported(isa);
+  int n_packed = 0;
+  for (int i = 0; i < count; ++i) n_packed += outs[i].w->layout() == Layout::Q8Rows16;
+  if (n_packed == count) return packed::matmul_multi(outs, count, X, n, pool, isa);
+  if (n_packed > 0) {  // mixed layouts: one call each (same bits as matmul)
+    for (int i = 0; i < count; ++i) matmul(*outs[i].w, X, n, outs[i].y, pool, isa);
+    return;
+  }
   const KernelSet& ks = kernel_set(isa);
   const int64_t cols = outs[0].w->cols();
   const bool gemv_on = n == 1 && gemv_enabled();

@@ -31,15 +31,24 @@ std::vector<Isa> available_isas();  // every path isa_available() accepts, ref f
 Isa isa_from_name(const std::string& name);  // "ref", "avx2", ...; InvalidArgument if unknown
 bool matmul_supports(DType type);   // a kernel exists for weights of this type
 
+// How a Weight's bytes are laid out.
+//   Rows:     row-major rows of row_size(type, cols) bytes, as GGUF stores them.
+//   Q8Rows16: Q8_0 repacked in panels of 16 rows for the int8 GEMM (kernels/packed_q8.h); data()
+//             is the packed buffer (row_bytes() == 0: no row addressing), which the Weight owns.
+enum class Layout { Rows, Q8Rows16 };
+
 // A weight matrix [rows x cols] ready for the kernels. By default it points into the caller's
-// memory (the mapped GGUF file: no copy). Kernels may store a repacked layout for the active ISA.
+// memory (the mapped GGUF file: no copy). A repacked layout owns its bytes (shared by copies).
 class Weight {
  public:
   Weight() = default;
   // `data` holds rows * row_size(type, cols) bytes, row-major, and must outlive the Weight.
   static Weight view(DType type, int64_t rows, int64_t cols, const void* data);
+  // A repacked layout (layout != Rows) of `bytes` the Weight keeps alive.
+  static Weight repacked(DType type, Layout layout, int64_t rows, int64_t cols, std::shared_ptr<void> bytes);
 
   DType type() const { return type_; }
+  Layout layout() const { return layout_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   const void* data() const { return data_; }
@@ -48,11 +57,11 @@ class Weight {
 
  private:
   DType type_ = DType::F32;
+  Layout layout_ = Layout::Rows;
   int64_t rows_ = 0, cols_ = 0;
   const void* data_ = nullptr;
   size_t row_bytes_ = 0;
-  std::shared_ptr<void> owned_;  // a repacked copy, when the kernels keep one
-  friend struct WeightAccess;
+  std::shared_ptr<void> owned_;  // the repacked bytes
 };
 
 // Y = X . W^T. X has n rows of W.cols() floats, Y n rows of W.rows() floats.

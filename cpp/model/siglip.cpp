@@ -128,9 +128,8 @@ void SiglipTower::encoder_block(const VisionLayerWeights& L, int64_t n, ThreadPo
   float* xn = xn_.data();
 
   layer_norm_rows(x, xn, n, H, L.ln1_w, L.ln1_b, c.eps, pool);
-  vision_matmul(L.attn_q, xn, n, q_.data(), pool);
-  vision_matmul(L.attn_k, xn, n, k_.data(), pool);
-  vision_matmul(L.attn_v, xn, n, v_.data(), pool);
+  const kernels::MatmulOut qkv[3] = {{&L.attn_q, q_.data()}, {&L.attn_k, k_.data()}, {&L.attn_v, v_.data()}};
+  vision_matmul_multi(qkv, 3, xn, n, pool);
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       ops::add(q_.data() + i * H, L.attn_q_b.data(), H);

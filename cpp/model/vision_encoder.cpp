@@ -94,6 +94,7 @@ std::shared_ptr<Mmproj> load_as(const std::string& path, const std::string& weig
     }
   }
   if (m->resolve(requested) == WeightFormat::Q8_0) m->convert_matrices_q8_0(pool);
+  m->pack_tower_q8_0(pool);  // Q8_0 tower matrices, converted or stored: same numbers, faster layout
   resolved = weight_format_name(m->weight_format());
   return m;
 }

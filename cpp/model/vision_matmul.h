@@ -34,4 +34,14 @@ inline void vision_matmul(const kernels::Weight& W, const float* X, int64_t n, f
   kernels::matmul(W, X, n, Y, pool);
 }
 
+// Several matrices of the same width over one X (q, k, v): one activation quantization and one
+// pool job where the kernels allow (kernels::matmul_multi: bit-identical to separate calls).
+inline void vision_matmul_multi(const kernels::MatmulOut* outs, int count, const float* X, int64_t n,
+                                ThreadPool& pool) {
+  bool bf16 = false;
+  for (int i = 0; i < count; ++i) bf16 = bf16 || (bf16_dot_flag() && outs[i].w->type() == DType::BF16);
+  if (!bf16) return kernels::matmul_multi(outs, count, X, n, pool);
+  for (int i = 0; i < count; ++i) vision_matmul(*outs[i].w, X, n, outs[i].y, pool);
+}
+
 }  // namespace minicpmv::model
