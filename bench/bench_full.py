@@ -596,9 +596,14 @@ def main(argv=None):
                         log(f"  (skipping {label}: {path} is missing)")
                         continue
                     bpt = gguf_summary(path)["decode_bytes_per_token"]
+                    # bandwidth probed right before and right after this pair of runs: memory speed
+                    # drifts with the host's load, and the fraction should compare like with like
+                    bw_before = bandwidth(cache, [t])[t]
                     r = {e: run_worker({"task": "llm", "engine": e, "label": label, "model": str(path), "threads": t,
                                         "prompt_tokens": a.prompt_tokens, "decode_tokens": a.decode_tokens}, logdir)
                          for e in engines}
+                    bw_after = bandwidth(cache, [t])[t]
+                    bw_local = max(bw_before, bw_after)  # the conservative denominator
                     raw[f"llm {label} t{t}"] = r
                     o, l = r.get("ours", {}), r.get("llama.cpp", {})
                     add(f"prefill {a.prompt_tokens} tok, {label}", t, o.get("prefill_tps"), l.get("prefill_tps"),
@@ -610,7 +615,9 @@ def main(argv=None):
                            for e in ("ours", "llama.cpp")}
                     add(f"decode weight GB/s, {label}", t, gbs["ours"], gbs["llama.cpp"], "GB/s", "higher",
                         {"bytes_per_token": bpt,
-                         "fraction_of_bandwidth": {e: (v / bw[t] if v else None) for e, v in gbs.items()}})
+                         "bandwidth_around_GBps": {"before": bw_before, "after": bw_after},
+                         "fraction_of_bandwidth": {e: (v / bw_local if v else None) for e, v in gbs.items()},
+                         "fraction_of_start_bandwidth": {e: (v / bw[t] if v else None) for e, v in gbs.items()}})
                     add(f"peak RSS llm-only {label}", t, o.get("peak_rss_mb"), l.get("peak_rss_mb"), "MB", "lower")
         if "vision" in only:
             for mm_name, mm in (("f16", MMPROJ_F16), ("q8_0", MMPROJ_Q8)):

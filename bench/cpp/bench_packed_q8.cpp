@@ -47,4 +47,23 @@ int main(int argc, char** argv) {
     const double a = best(w), b = best(pw);
     std::printf("%5ldx%-6ld %12.1f %12.1f %8.2f\n", (long)rows, (long)cols, a, b, b / a);
   }
+#if defined(MINICPMV_X86)
+  // the tile alone on one L1/L2-resident panel and token group: its own ceiling
+  if (active_isa() == Isa::Avx512) {
+    for (int64_t nb : {36, 135}) {
+      std::vector<uint8_t> P(packed::kBlockBytes * nb + 64, 1), A(packed::kActBlockBytes * nb + 64, 1);
+      uint8_t* p = P.data() + (64 - reinterpret_cast<uintptr_t>(P.data()) % 64) % 64;
+      uint8_t* a = A.data() + (64 - reinterpret_cast<uintptr_t>(A.data()) % 64) % 64;
+      float out[16 * 16];
+      const int iters = 20000;
+      double t = 1e30;
+      for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < iters; ++i) packed::gemm_tile_avx512(p, nb, a, 16, out, 16, 16);
+        t = std::min(t, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::printf("tile alone, %ld blocks: %.1f GOP/s\n", (long)nb, 2.0 * 256 * 32 * nb * iters / t / 1e9);
+    }
+  }
+#endif
 }

@@ -45,12 +45,18 @@ void gemm_tile_avx512(const uint8_t* panel, int64_t nb, const uint8_t* group, in
     const __m512 dw = _mm512_load_ps(reinterpret_cast<const float*>(wb + 512));
     const float* da = reinterpret_cast<const float*>(ab + 512);
     const int32_t* c = reinterpret_cast<const int32_t*>(ab + 576);
-#pragma GCC unroll 16
-    for (int t = 0; t < NT; ++t) {
-      __m512i s = _mm512_set1_epi32(c[t]);
+    // two tokens at a time, their vpdpbusd chains interleaved: each chain is 8 dependent
+    // instructions, and the scheduler needs several in flight to issue one per cycle
 #pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) dpbusd_bcast(s, w[k], ab + 32 * t + 4 * k);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(da[t])), acc[t]);
+    for (int t = 0; t < NT; t += 2) {
+      __m512i s0 = _mm512_set1_epi32(c[t]), s1 = _mm512_set1_epi32(c[t + 1]);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        dpbusd_bcast(s0, w[k], ab + 32 * t + 4 * k);
+        dpbusd_bcast(s1, w[k], ab + 32 * (t + 1) + 4 * k);
+      }
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(dw, _mm512_set1_ps(da[t])), acc[t]);
+      acc[t + 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(dw, _mm512_set1_ps(da[t + 1])), acc[t + 1]);
     }
   }
   const __mmask16 m = nrows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nrows) - 1);
