@@ -15,7 +15,8 @@ Every measurement runs in a fresh subprocess (one model in RAM at a time, clean 
   llm        prefill of a 512-token prompt, then 128 single-token decode steps (fixed random token
              ids, the same for both engines); decode also as GB/s of weights read per token
              (every tensor except token_embd, of which one row is read) and as a fraction of the
-             measured bandwidth at the same thread count
+             bandwidth at the same thread count probed right before and right after that pair of runs
+             (the larger of the two: the conservative denominator; the start-of-run probe is kept too)
   vision     ms per 448x448 slice through SigLIP + resampler (ours VisionEncoder.encode_image, once per
              --vision-weights option on the f16 mmproj; llama.cpp mtmd_tokenize + mtmd_encode_chunk on
              the file as stored), one warm-up, median of --reps
@@ -669,8 +670,10 @@ def main(argv=None):
               f"{fmt(r['ratio']):>10s}  {r['unit']:5s}  {r['better']}")
         if "fraction_of_bandwidth" in r:
             fb = r["fraction_of_bandwidth"]
+            ba = r["bandwidth_around_GBps"]
             print(f"{'':{w}s}       of bandwidth: ours {fmt(fb['ours'])}, llama.cpp {fmt(fb['llama.cpp'])}"
-                  f"  ({r['bytes_per_token'] / 1e9:.2f} GB weights/token)")
+                  f"  ({r['bytes_per_token'] / 1e9:.2f} GB weights/token; bandwidth probed around the runs "
+                  f"{ba['before']:.1f} / {ba['after']:.1f} GB/s)")
         if r.get("same_last_argmax") is not None:
             print(f"{'':{w}s}       both engines' argmax after the last decode step agree: {r['same_last_argmax']}")
         if "n_pos" in r:
