@@ -313,6 +313,63 @@ def test_context_overflow(f32_file, f32_ref):
         llm.eval([1])
 
 
+def test_eval_step_batches_sessions(f32_file, f32_ref, tmp_path, state):
+    """LLM.eval_step: one decode step of several forks at different positions, as one batch.
+    Each row must be what transformers gives for that session's own sequence (f32 KV: TOL_F32),
+    the caches must hold the right rows afterwards (the next per-session eval matches too), and a
+    repeated or foreign LLM, a token count mismatch or a full cache is refused before anything is
+    written."""
+    base = _core.LLM(str(f32_file), n_ctx=48, n_threads=2, kv_type="f32")
+    common = prompt(10, seed=20)
+    base.eval(common)
+    forks = [base.fork(), base.fork()]
+    tails = [prompt(3, seed=21), prompt(7, seed=22)]  # the sessions end up at 10, 13 and 17 positions
+    for f, t in zip(forks, tails):
+        f.eval(t)
+    llms = [base] + forks
+    seqs = [common, np.concatenate([common, tails[0]]), np.concatenate([common, tails[1]])]
+    toks = np.array([5, 77, 301], np.int32)
+    out = _core.LLM.eval_step(llms, toks)
+    assert out.shape == (3, N_VOCAB)
+    for i, llm in enumerate(llms):
+        assert llm.n_past == len(seqs[i]) + 1
+        ref = hf_logits(f32_ref, np.concatenate([seqs[i], toks[i:i + 1]]).tolist())
+        assert np.abs(out[i] - ref[-1]).max() < TOL_F32, i
+        # the step's key/value rows are in this session's cache, at this session's position
+        nxt = llm.eval([9])
+        ref = hf_logits(f32_ref, np.concatenate([seqs[i], toks[i:i + 1], [9]]).tolist())
+        assert np.abs(nxt - ref[-1]).max() < TOL_F32, i
+
+    other = _core.LLM(str(f32_file), n_ctx=48, n_threads=2, kv_type="f32")  # another load
+    before = [l.n_past for l in llms]
+    with pytest.raises(ValueError, match="twice"):
+        _core.LLM.eval_step([base, forks[0], base], toks)
+    with pytest.raises(ValueError, match="does not share session 0's model"):
+        _core.LLM.eval_step([base, other], toks[:2])
+    with pytest.raises(ValueError, match="2 tokens for 3 LLMs"):
+        _core.LLM.eval_step(llms, toks[:2])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        _core.LLM.eval_step(llms, np.array([1, 2, N_VOCAB], np.int32))
+    full = forks[1].fork()
+    full.eval(prompt(48 - full.n_past, seed=23))
+    with pytest.raises(_core.ContextLimitError, match="session 1 is full"):
+        _core.LLM.eval_step([base, full], toks[:2])
+    assert [l.n_past for l in llms] == before
+
+    # block-quantized weights: the batched rows go through the multi-token tiles, a single
+    # session's step through the decode kernels; same int8 activations and exact integer sums,
+    # so only the float summation order differs (~1e-6 relative; 1e-4 of the logit scale)
+    qpath = write_gguf(tmp_path / "tiny-q8.gguf", state, QT.Q8_0)
+    a = _core.LLM(str(qpath), n_ctx=32, n_threads=2)
+    a.eval(common)
+    b = a.fork()
+    b.eval(tails[0])
+    solo_a, solo_b = a.fork(), b.fork()
+    batched = _core.LLM.eval_step([a, b], toks[:2])
+    singles = np.stack([solo_a.eval(toks[:1]), solo_b.eval(toks[1:2])])
+    assert np.abs(batched - singles).max() < 1e-4 * np.abs(singles).max()
+
+
 def test_bad_inputs(f32_file):
     llm = _core.LLM(str(f32_file), n_ctx=32, n_threads=1)
     with pytest.raises(ValueError, match="token id 512 at position 2 is outside the vocabulary"):

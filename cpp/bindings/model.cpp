@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -150,6 +151,41 @@ void bind_model(pyb::module_& m) {
            "A new LLM sharing this one's weights and thread pool, with its own KV cache holding a copy "
            "of this one's (same n_ctx, n_batch, kv_type). An LLM and its forks may eval from different "
            "threads; they share the thread pool, which runs one eval's jobs at a time.")
+      .def_static(
+          "eval_step",
+          [](const std::vector<LLM*>& llms, const I32Array& tokens) {
+            I32Array t = tokens_1d(tokens);
+            const int64_t k = static_cast<int64_t>(llms.size());
+            if (k == 0) throw InvalidArgument("eval_step: no LLMs given");
+            if (t.shape(0) != k)
+              throw InvalidArgument("eval_step: " + std::to_string(t.shape(0)) + " tokens for " + std::to_string(k) +
+                                    " LLMs (one each)");
+            std::vector<Qwen2Session*> ss;
+            for (LLM* l : llms) {
+              if (!l) throw InvalidArgument("eval_step: None in the LLM list");
+              ss.push_back(l->session.get());
+            }
+            // every LLM's lock, in address order (no deadlock against another eval_step); a
+            // repeated LLM is rejected by Qwen2Session::eval_step before it could lock twice
+            std::vector<LLM*> order(llms);
+            std::sort(order.begin(), order.end());
+            if (std::adjacent_find(order.begin(), order.end()) != order.end())
+              throw InvalidArgument("eval_step: the same LLM appears twice");
+            const int64_t n_vocab = llms[0]->model->config().n_vocab;
+            pyb::array_t<float> out({k, n_vocab});
+            float* dst = out.mutable_data();
+            {
+              pyb::gil_scoped_release release;
+              std::vector<std::unique_lock<std::mutex>> locks;
+              for (LLM* l : order) locks.emplace_back(l->mu);
+              Qwen2Session::eval_step(ss.data(), t.data(), k, dst);
+            }
+            return out;
+          },
+          pyb::arg("llms"), pyb::arg("tokens"),
+          "One decode step of several LLMs of the same loaded model (fork()s): tokens[i] is appended "
+          "to llms[i]; returns float32 logits [k, n_vocab]. The weights are read once for all k rows "
+          "(beam search), the caches stay separate.")
       .def("copy_from", &LLM::copy_from, pyb::arg("other"), pyb::arg("start") = 0,
            "Makes this cache hold what `other` holds, copying positions start .. other.n_past - 1 "
            "(the first `start` positions must already be the same in both). Both must come from the "

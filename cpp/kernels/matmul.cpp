@@ -132,7 +132,14 @@ uint8_t* scratch(size_t bytes) {
 }
 
 // The kernel, activation quantizer and activation row stride matmul uses for one weight.
+// Below this many tokens the single-token kernels run once per token (beam search's few rows per
+// step): over row blocks that fit in L2, so the weights come from DRAM once, for the first token.
+// The multi-token tiles are built for compute-bound prefill and stream DRAM worse (3 beams: 1.25x
+// one-by-one with them).
+constexpr int64_t kFewTokens = 4;
+
 struct KernelChoice {
+  bool per_token = false;  // gemm is a single-token kernel, run once per token (run_gemm)
   GemmFn gemm = nullptr;
   QuantizeFn quant = nullptr;  // nullptr: F32 activations, X used in place
   size_t xs = 0;               // bytes between activation rows
@@ -140,9 +147,10 @@ struct KernelChoice {
 
 KernelChoice choose_kernel(const KernelSet& ks, DType type, int64_t cols, int64_t n, bool gemv_on) {
   const int tid = static_cast<int>(type);
-  const bool single = n == 1 && ks.gemv[tid] != nullptr && gemv_on;
+  const bool single = n < kFewTokens && ks.gemv[tid] != nullptr && gemv_on;
   KernelChoice k;
   k.gemm = single ? ks.gemv[tid] : ks.gemm[tid];
+  k.per_token = single && n > 1;
   const ActKind kind = act_kind(type);
   k.xs = act_row_bytes(kind, cols);
   // Prefill: give each quantized activation row an odd number of 64-byte lines (3584 columns of
@@ -156,6 +164,18 @@ KernelChoice choose_kernel(const KernelSet& ks, DType type, int64_t cols, int64_
               : kind == ActKind::A8           ? ks.quantize_a8
                                               : ks.quantize_a8k;
   return k;
+}
+
+// gemm of kc over nrows rows for nx tokens; per_token: token by token over row blocks of about
+// half the L2, so every token after the first reads the block from L2.
+void run_gemm(const KernelChoice& kc, int64_t cols, const uint8_t* w, size_t ws, int64_t nrows, const uint8_t* xq,
+              int64_t nx, float* y, size_t ys) {
+  if (!kc.per_token) return kc.gemm(cols, w, ws, nrows, xq, kc.xs, nx, y, ys);
+  const int64_t block = std::max<int64_t>(16, static_cast<int64_t>(prefill_block_bytes() / 2 / std::max<size_t>(ws, 1)) & ~int64_t(15));
+  for (int64_t r0 = 0; r0 < nrows; r0 += block) {
+    const int64_t nr = std::min(block, nrows - r0);
+    for (int64_t t = 0; t < nx; ++t) kc.gemm(cols, w + r0 * ws, ws, nr, xq + t * kc.xs, kc.xs, 1, y + t * ys + r0, ys);
+  }
 }
 
 // Decode (n < 4) row chunk: about `chunks` equal parts of the rows, a multiple of 16 rows.
@@ -273,8 +293,7 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
   if (W.layout() == Layout::Q8Rows16) return packed::matmul(W, X, n, Y, pool, isa);
   const KernelSet& ks = kernel_set(isa);
   const int64_t rows = W.rows(), cols = W.cols();
-  const KernelChoice kc = choose_kernel(ks, W.type(), cols, n, n == 1 && gemv_enabled());
-  const GemmFn gemm = kc.gemm;
+  const KernelChoice kc = choose_kernel(ks, W.type(), cols, n, gemv_enabled());
   const size_t xs = kc.xs;
 
   const uint8_t* xq = reinterpret_cast<const uint8_t*>(X);
@@ -301,7 +320,7 @@ void matmul(const Weight& W, const float* X, int64_t n, float* Y, ThreadPool& po
     grain = prefill_grain(ws);
     while (grain > 16 && (rows + grain - 1) / grain < 4 * nth) grain = std::max<int64_t>(16, (grain / 2) & ~int64_t(15));
   }
-  auto run_rows = [&](int64_t b, int64_t e) { gemm(cols, w + b * ws, ws, e - b, xq, xs, n, Y + b, rows); };
+  auto run_rows = [&](int64_t b, int64_t e) { run_gemm(kc, cols, w + b * ws, ws, e - b, xq, n, Y + b, rows); };
   // Small work (< 64K multiply-adds, e.g. a tiny model's projections) runs on the calling thread:
   // waking the pool costs more than the product (a tiny model spent 44 ms per token in wake-ups
   // on a loaded machine).
@@ -345,7 +364,7 @@ void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, T
   }
   const KernelSet& ks = kernel_set(isa);
   const int64_t cols = outs[0].w->cols();
-  const bool gemv_on = n == 1 && gemv_enabled();
+  const bool gemv_on = gemv_enabled();
 
   // Plain data, captured by one pointer: the std::function of the pool job then needs no heap.
   struct Part {
@@ -457,7 +476,7 @@ void matmul_multi(const MatmulOut* outs, int count, const float* X, int64_t n, T
       const Part& p = pp->part[i];
       const int64_t r0 = (c - p.first) * p.grain, r1 = std::min(p.rows, r0 + p.grain);
       const uint8_t* xq = p.slot >= 0 ? pp->xq[p.slot] : reinterpret_cast<const uint8_t*>(pp->X);
-      p.kc.gemm(pp->cols, p.w + r0 * p.ws, p.ws, r1 - r0, xq, p.kc.xs, pp->n, p.y + r0, p.rows);
+      run_gemm(p.kc, pp->cols, p.w + r0 * p.ws, p.ws, r1 - r0, xq, pp->n, p.y + r0, p.rows);
     }
   };
   // Small work runs on the calling thread (see matmul).

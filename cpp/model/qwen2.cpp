@@ -258,6 +258,35 @@ const float* Qwen2Session::eval(const Qwen2Input& in, float* all_logits) {
   return s_->logits.data();
 }
 
+void Qwen2Session::eval_step(Qwen2Session* const* ss, const int32_t* tokens, int64_t k, float* logits) {
+  if (!ss || !tokens || !logits || k <= 0) throw InvalidArgument("eval_step: no sessions, tokens or logits given");
+  Qwen2Session* lead = ss[0];
+  if (!lead) throw InvalidArgument("eval_step: session 0 is null");
+  if (k > lead->n_batch_)
+    throw InvalidArgument("eval_step: " + std::to_string(k) + " sessions, more than n_batch " +
+                          std::to_string(lead->n_batch_));
+  const int64_t n_vocab = lead->config().n_vocab, d = lead->config().n_embd;
+  for (int64_t i = 0; i < k; ++i) {
+    const Qwen2Session* si = ss[i];
+    const std::string at = "eval_step: session " + std::to_string(i);
+    if (!si) throw InvalidArgument(at + " is null");
+    if (si->model_ != lead->model_ || si->pool_ != lead->pool_ || si->kv_type_ != lead->kv_type_)
+      throw InvalidArgument(at + " does not share session 0's model, thread pool and KV type");
+    for (int64_t j = 0; j < i; ++j)
+      if (ss[j] == si) throw InvalidArgument(at + " is session " + std::to_string(j) + " again");
+    if (si->n_past_ + 1 > si->n_ctx_)
+      throw ContextOverflow(at + " is full: " + std::to_string(si->n_past_) + " positions, n_ctx " +
+                            std::to_string(si->n_ctx_));
+    if (tokens[i] < 0 || tokens[i] >= n_vocab)
+      throw InvalidArgument(at + ": token id " + std::to_string(tokens[i]) + " is outside the vocabulary (n_vocab " +
+                            std::to_string(n_vocab) + ")");
+  }
+  for (int64_t i = 0; i < k; ++i) lead->model_->token_embedding(tokens[i], &lead->s_->x[i * d]);
+  lead->forward_chunk(k, logits, true, ss);
+  for (int64_t i = 0; i < k; ++i)
+    std::memcpy(ss[i]->s_->logits.data(), logits + i * n_vocab, static_cast<size_t>(n_vocab) * sizeof(float));
+}
+
 // x[i] = embedding of input position begin + i (a token row or a given embedding row).
 void Qwen2Session::embed_chunk(const Qwen2Input& in, int64_t begin, int64_t n) {
   const int64_t d = config().n_embd;
@@ -290,7 +319,7 @@ void swiglu(ThreadPool& pool, float* gate, const float* up, int64_t n, int64_t n
 
 // The decoder over the n positions in s.x (RoPE positions n_past .. n_past + n - 1); then the
 // final norm and LM head for the last row (all_rows: every row) into `logits` unless null.
-void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
+void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows, Qwen2Session* const* rows) {
   const Qwen2Config& c = config();
   const Qwen2Weights& w = model_->weights();
   Scratch& s = *s_;
@@ -310,12 +339,19 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
     ops::add_bias(s.k.data(), L.attn_k_bias, n, kvd);
     ops::add_bias(s.v.data(), L.attn_v_bias, n, kvd);
     for (int64_t i = 0; i < n; ++i) {
-      const float* cos_sin = &s.rope[(n_past_ + i) * hd];
+      const float* cos_sin = rows ? &rows[i]->s_->rope[rows[i]->n_past_ * hd] : &s.rope[(n_past_ + i) * hd];
       ops::rope_neox(&s.q[i * d], c.n_head, hd, cos_sin);
       ops::rope_neox(&s.k[i * kvd], c.n_head_kv, hd, cos_sin);
     }
-    store_kv(l, n);
-    attention(l, n);
+    if (!rows) {
+      store_kv(l, n, s.k.data(), s.v.data());
+      attention(l, n, s.q.data(), s.att.data());
+    } else {  // each row against its own session's cache
+      for (int64_t i = 0; i < n; ++i) {
+        rows[i]->store_kv(l, 1, &s.k[i * kvd], &s.v[i * kvd]);
+        rows[i]->attention(l, 1, &s.q[i * d], &s.att[i * d]);
+      }
+    }
     kernels::matmul(L.attn_output, s.att.data(), n, s.xb.data(), pool);
     ops::add(s.x.data(), s.xb.data(), n * d);
 
@@ -327,7 +363,11 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
     kernels::matmul(L.ffn_down, s.hb.data(), n, s.xb.data(), pool);
     ops::add(s.x.data(), s.xb.data(), n * d);
   }
-  n_past_ += n;
+  if (!rows) {
+    n_past_ += n;
+  } else {
+    for (int64_t i = 0; i < n; ++i) ++rows[i]->n_past_;
+  }
 
   if (!logits) return;
   const int64_t first = all_rows ? 0 : n - 1;
@@ -335,16 +375,16 @@ void Qwen2Session::forward_chunk(int64_t n, float* logits, bool all_rows) {
   kernels::matmul(w.output, &s.xb[first * d], n - first, logits, pool);
 }
 
-// Writes this chunk's k and v rows into the cache at positions n_past .. n_past + n - 1.
-void Qwen2Session::store_kv(int64_t layer, int64_t n) {
+// Writes n k and v rows (kv_dim floats apart) into the cache at positions n_past .. n_past + n - 1.
+void Qwen2Session::store_kv(int64_t layer, int64_t n, const float* k_rows, const float* v_rows) {
   const Qwen2Config& c = config();
   const int64_t kvd = c.kv_dim(), hd = c.head_dim;
   Scratch& s = *s_;
   for (int64_t g = 0; g < c.n_head_kv; ++g) {
     const size_t at = ((static_cast<size_t>(layer) * c.n_head_kv + g) * n_ctx_ + n_past_) * hd;
     for (int64_t i = 0; i < n; ++i) {
-      const float* k = &s.k[i * kvd + g * hd];
-      const float* v = &s.v[i * kvd + g * hd];
+      const float* k = &k_rows[i * kvd + g * hd];
+      const float* v = &v_rows[i * kvd + g * hd];
       if (kv_type_ == KvType::F32) {
         std::memcpy(&s.k_f32[at + i * hd], k, hd * sizeof(float));
         std::memcpy(&s.v_f32[at + i * hd], v, hd * sizeof(float));
@@ -360,14 +400,14 @@ void Qwen2Session::store_kv(int64_t layer, int64_t n) {
 // which already holds this chunk's keys and values: query i (position n_past + i) sees positions
 // 0 .. n_past + i; query head h reads KV head h / (n_head / n_head_kv). kernels/attention.h
 // threads it over (KV head, block of query positions) and converts each cached row once per block.
-void Qwen2Session::attention(int64_t layer, int64_t n) {
+void Qwen2Session::attention(int64_t layer, int64_t n, const float* q, float* out) {
   const Qwen2Config& c = config();
   Scratch& s = *s_;
   const size_t layer_at = static_cast<size_t>(layer) * n_ctx_ * c.kv_dim();
   kernels::GqaArgs a;
-  a.q = s.q.data();
+  a.q = q;
   a.q_stride = c.n_embd;
-  a.out = s.att.data();
+  a.out = out;
   a.out_stride = c.n_embd;
   if (kv_type_ == KvType::F16) {
     a.k = &s.k_f16[layer_at], a.v = &s.v_f16[layer_at], a.kv_type = DType::F16;

@@ -119,6 +119,15 @@ class Qwen2Session {
   const float* eval(const Qwen2Input& in, float* all_logits = nullptr);
   const float* eval(const int32_t* tokens, int64_t n, float* all_logits = nullptr);
 
+  // One decode step of several sessions at once: token i is appended to sessions[i] (at RoPE
+  // position sessions[i]->n_past()) and the logits after it are written to logits + i * n_vocab
+  // (and kept as that session's last logits). The k rows go through every matrix together, so the
+  // weights are read once per step instead of once per session (beam search: one pass for all
+  // beams). The sessions must be distinct and share the model, thread pool and KV type; k <=
+  // sessions[0]->n_batch() (InvalidArgument); each needs room for one more position
+  // (ContextOverflow). Everything is validated before anything is written.
+  static void eval_step(Qwen2Session* const* sessions, const int32_t* tokens, int64_t k, float* logits);
+
   // Forgets every position >= n (keeps the first n): rewind for multi-turn edits.
   void truncate(int64_t n);
   void reset() { truncate(0); }
@@ -127,9 +136,11 @@ class Qwen2Session {
   struct Scratch;
   void check(const Qwen2Input& in) const;
   void embed_chunk(const Qwen2Input& in, int64_t begin, int64_t n);
-  void forward_chunk(int64_t n, float* logits, bool all_rows);
-  void attention(int64_t layer, int64_t n);
-  void store_kv(int64_t layer, int64_t n);
+  // rows: null = the n rows are this session's next positions; else row i is the next position of
+  // rows[i] (eval_step; this session's scratch holds the activations).
+  void forward_chunk(int64_t n, float* logits, bool all_rows, Qwen2Session* const* rows = nullptr);
+  void attention(int64_t layer, int64_t n, const float* q, float* out);
+  void store_kv(int64_t layer, int64_t n, const float* k, const float* v);
 
   std::shared_ptr<const Qwen2Model> model_;
   std::shared_ptr<ThreadPool> pool_;

@@ -19,6 +19,8 @@ What the HF code (transformers >= 4.50 `_beam_search`) does, and this file repea
 Each running beam owns one KV-cache session (the model's own LLM plus `fork()`s sharing the
 weights); a beam with several children hands its session to the first and copies it into free
 sessions for the others, copying only the generated positions (the prompt is common to all).
+The running beams' next tokens go through the model as one batch (`LLM.eval_step`): one pass over
+the weights per step, not one per beam.
 """
 from __future__ import annotations
 
@@ -169,9 +171,9 @@ def _advance(running: List[_Beam], nxt, spare: List[object], n_prompt: int, n_fo
                 n_forks += 1
             plan.append((s, parent, sc, tok))
         plan.insert(0, (parent.session, parent, kids[0][0], kids[0][1]))
-    new = []
-    for s, parent, sc, tok in plan:
-        lg = np.asarray(s.eval(np.asarray([tok], dtype=np.int32)), dtype=np.float32)
-        new.append(_Beam(parent.tokens + [tok], sc, s, lg))
+    # One decode step for all of them: the weights are read once for every beam's row.
+    logits = _core.LLM.eval_step([s for s, _, _, _ in plan], np.asarray([tok for *_, tok in plan], dtype=np.int32))
+    new = [_Beam(parent.tokens + [tok], sc, s, np.asarray(lg, dtype=np.float32))
+           for (s, parent, sc, tok), lg in zip(plan, logits)]
     new.sort(key=lambda b: -b.score)  # best first, as HF keeps its running beams
     return new, n_forks
