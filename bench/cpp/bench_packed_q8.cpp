@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/bf16_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/packed_q8.h"
 #include "quant/quant.h"
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> g(0.0f, 1.0f);
   const int64_t shapes[][2] = {{1152, 1152}, {4304, 1152}, {1152, 4320}};
   std::printf("isa %s, %d thread(s), %ld tokens\n", isa_name(active_isa()), threads, (long)n);
-  std::printf("%-12s %12s %12s %8s\n", "rows x cols", "stored GOP/s", "packed GOP/s", "ratio");
+  std::printf("%-12s %12s %12s %8s %12s\n", "rows x cols", "stored GOP/s", "packed GOP/s", "ratio", "bf16 GFLOP/s");
   for (const auto& s : shapes) {
     const int64_t rows = s[0], cols = s[1];
     std::vector<float> f(rows * cols), x(n * cols), y(n * rows);
@@ -45,7 +46,20 @@ int main(int argc, char** argv) {
       return 2.0 * rows * cols * n / t / 1e9;
     };
     const double a = best(w), b = best(pw);
-    std::printf("%5ldx%-6ld %12.1f %12.1f %8.2f\n", (long)rows, (long)cols, a, b, b / a);
+    double c = 0.0;  // the "bf16" vision option's kernel on the same shape, for comparison
+    if (bf16_dot_available()) {
+      std::vector<uint8_t> hb(rows * row_size(DType::BF16, cols));
+      quantize_rows(DType::BF16, f.data(), hb.data(), rows, cols);
+      const Weight wb = Weight::view(DType::BF16, rows, cols, hb.data());
+      double t = 1e30;
+      for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        matmul_bf16_dot(wb, x.data(), n, y.data(), pool);
+        t = std::min(t, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      c = 2.0 * rows * cols * n / t / 1e9;
+    }
+    std::printf("%5ldx%-6ld %12.1f %12.1f %8.2f %12.1f\n", (long)rows, (long)cols, a, b, b / a, c);
   }
 #if defined(MINICPMV_X86)
   // the tile alone on one L1/L2-resident panel and token group: its own ceiling
