@@ -123,3 +123,22 @@ def test_bad_arguments():
         _core.matmul("q4_0", raw, 2, 32, x, isa=unsupported[0])
     with pytest.raises(ValueError):
         _core.matmul("q4_0", raw, 2, 32, np.zeros((1, 64), np.float32))
+
+
+@pytest.mark.parametrize("name", ["q4_K", "q6_K", "q4_0", "q8_0"])
+def test_few_tokens_equal_single_token_calls(name):
+    """2 and 3 tokens (beam search's rows per step) run the single-token kernels token by token
+    over L2-sized row blocks: with 1000 rows of 8192 columns there are several blocks, and each
+    token's outputs must be the bits a call with that token alone gives (same kernel, same
+    activation bytes; only the row blocking differs)."""
+    rng = np.random.default_rng(3)
+    rows, cols = 1000, 8192
+    raw, _ = random_weights(name, rows, cols, rng)
+    x = rng.standard_normal((3, cols)).astype(np.float32)
+    for isa in ISAS:
+        for n in (2, 3):
+            for thr in (1, 2):
+                y = _core.matmul(ALL[name], raw, rows, cols, x[:n], isa=isa, n_threads=thr)
+                for t in range(n):
+                    y1 = _core.matmul(ALL[name], raw, rows, cols, x[t:t + 1], isa=isa, n_threads=thr)
+                    np.testing.assert_array_equal(y[t], y1[0], err_msg=f"{name} {isa} n={n} thr={thr} token {t}")
