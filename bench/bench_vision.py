@@ -6,6 +6,10 @@
 Without --mmproj a random mmproj with the real widths (hidden 1152, 16 heads, ffn 4304, resampler
 3584 wide, 64 queries) but only --layers encoder blocks is written to a temp dir; the time of the
 27-block tower is extrapolated from the per-block time (every block costs the same).
+
+MINICPMV_ATTENTION_BF16=0 keeps the attention f32 in the approximate options (compare --accuracy
+with and without it); bench/cpp/bench_vision_ops <threads> <mmproj> <option> breakdown times every
+step of a block and of the resampler.
 """
 import argparse
 import os

@@ -13,6 +13,7 @@ multiple of 8), intermediate 160, 2 blocks, resampler 256 wide (2 heads of 128, 
 64 queries. Activations are O(1) (LayerNorm outputs, unit-gain projections), so absolute
 tolerances below are also relative ones.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
 import mmproj_fixture  # noqa: E402
+import flash_bf16_ref  # noqa: E402
+from flash_bf16_ref import bf16_tower_attention  # noqa: E402
 import preprocess_ref  # noqa: E402
 import vision_ref  # noqa: E402
 
@@ -126,6 +129,15 @@ def test_config(models):
     assert c["image_mean"] == [0.5] * 3 and c["image_std"] == [0.5] * 3
 
 
+def bf16_attention(wtype):
+    """Whether the engine runs the bf16 flash attention for this file (cpp/model/siglip.cpp and the
+    resampler's projected path: Q8_0 matrices, on the avx512 path of a CPU with AVX512_BF16); the
+    q8_0 references then model it (tests/reference/flash_bf16_ref.py)."""
+    info = _core.isa_info()
+    return (wtype == "q8_0" and info["active"] == "avx512" and bool(info["cpu"].get("avx512_bf16"))
+            and os.environ.get("MINICPMV_ATTENTION_BF16", "1")[:1] != "0")
+
+
 def _rel_rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))
 
@@ -155,7 +167,9 @@ def test_f32_matches_reference(models, h, w):
 #        float64 inputs differ in the last bits: each flip is a full int8 step (~0.4% of a block's
 #        max) and cascades through attention -- the same reference in float32 vs float64 already
 #        differs by ~0.3% RMS / 4e-2 max on the tower. Without the activation rounding in the
-#        reference the tower is off by ~1.8% RMS, so the bounds still see the emulation.
+#        reference the tower is off by ~1.8% RMS, so the bounds still see the emulation. Where the
+#        engine runs the tower's attention in bf16 (AVX512_BF16), so does the reference (measured
+#        then: tower 2-7e-3 rel. RMS; with an f64 attention reference ~1.6e-2, above the bound).
 TOL = {  # (tower max abs, tower rel RMS, resampler max abs, resampler rel RMS)
     "f32": (1e-4, 1e-5, 1e-4, 1e-5),
     "f16": (2e-3, 1e-3, 2e-3, 1e-3),
@@ -172,9 +186,11 @@ def test_slice_stages_match_reference(models, wtype, h, w):
     patches = random_patches(h, w, seed=h * 1000 + w)
     hidden = m.enc.vision_tower(patches, h, w)
     assert hidden.shape == (h * w, CFG["hidden"])
-    ref_hidden = vision_ref.tower_forward(m.tower, patches, h, w, aq)
+    with bf16_tower_attention(bf16_attention(wtype)):
+        ref_hidden = vision_ref.tower_forward(m.tower, patches, h, w, aq)
     out = m.enc.resample(hidden, h, w)
-    ref = vision_ref.resampler_forward(m.resampler, hidden.astype(np.float64), h, w, aq)
+    ref = (flash_bf16_ref.resampler_forward if bf16_attention(wtype) else vision_ref.resampler_forward)(
+        m.resampler, hidden.astype(np.float64), h, w, aq)
     got = (np.abs(hidden - ref_hidden).max(), _rel_rms(hidden, ref_hidden),
            np.abs(out - ref).max(), _rel_rms(out, ref))
     print(f"{wtype} {h}x{w}: tower max {got[0]:.2e} rms {got[1]:.2e}; resampler max {got[2]:.2e} rms {got[3]:.2e}")
@@ -270,9 +286,11 @@ def test_converted_checkpoint_matches_reference(converted, wtype):
     for h, w in [(1, 1), (25, 37), (6, 87)]:
         patches = random_patches(h, w, seed=7 * h + w)
         hidden = enc.vision_tower(patches, h, w)
-        ref_hidden = vision_ref.tower_forward(tower, patches, h, w, aq)
+        with bf16_tower_attention(bf16_attention(wtype)):
+            ref_hidden = vision_ref.tower_forward(tower, patches, h, w, aq)
         out = enc.resample(hidden, h, w)
-        ref = vision_ref.resampler_forward(resampler, hidden.astype(np.float64), h, w, aq)
+        ref = (flash_bf16_ref.resampler_forward if bf16_attention(wtype) else vision_ref.resampler_forward)(
+            resampler, hidden.astype(np.float64), h, w, aq)
         got = (np.abs(hidden - ref_hidden).max() / np.abs(ref_hidden).max(), _rel_rms(hidden, ref_hidden),
                np.abs(out - ref).max() / np.abs(ref).max(), _rel_rms(out, ref))
         print(f"converted {wtype} {h}x{w}: {', '.join(f'{g:.2e}' for g in got)}")

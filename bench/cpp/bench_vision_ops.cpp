@@ -1,7 +1,8 @@
 // Matmul shapes of one 448x448 vision slice (1024 tokens) per weight type, and the full attention
 // of a tower block: where the vision time goes. `bench_vision_ops [threads]`.
-// `bench_vision_ops threads mmproj.gguf [native|q8_0|bf16|auto]`: tower and resampler of one 32x32
-// slice of that file instead (best of 3, after a warm-up). `bench_vision_ops threads attention`:
+// `bench_vision_ops threads mmproj.gguf [native|q8_0|bf16|auto] [breakdown]`: tower and resampler of
+// one 32x32 slice of that file instead (best of 3, after a warm-up); breakdown: then the time of every
+// step of a block and of the resampler. `bench_vision_ops threads attention`:
 // the attention alone.
 #include <chrono>
 #include <cstdio>
@@ -12,8 +13,11 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/vision_ops.h"
 #include "model/attention_full.h"
 #include "model/vision_encoder.h"
+#include "model/vision_matmul.h"
+#include "ops/ops.h"
 #include "ops/fast_math.h"
 #include "quant/quant.h"
 #include "runtime/threadpool.h"
@@ -49,6 +53,114 @@ double best_of(int reps, F&& f) {
   return best;
 }
 
+// Where one block's and one resampler's time goes: block 0 of the tower replayed step by step with
+// the encoder's own (converted) weights and the same calls and passes as SiglipTower::encoder_block
+// (kept in step with siglip.cpp by hand), and the resampler's phases as Resampler times them.
+// Best of 5 per step: CPU ms of the process at `threads` (the resampler's phases: wall ms).
+void breakdown(model::VisionEncoder& enc, const std::vector<float>& patches, int threads) {
+  using model::vision_matmul;
+  const model::Mmproj& m = enc.mmproj();
+  const model::VisionConfig& c = m.vision;
+  const model::VisionLayerWeights& L = m.v.layers[0];
+  const int64_t n = 1024, H = c.hidden, I = c.intermediate, Ip = L.ffn_fc2.cols();
+  ThreadPool& pool = enc.pool();
+  model::Bf16DotScope scope(enc.weights() == "bf16");
+  std::vector<float> x(n * H), xn(n * H), q(n * H), k(n * H), v(n * H), at(n * H), f(n * I), g(n * Ip), scratch;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& e : x) e = nd(rng);
+  struct Step { const char* what; double ms; };
+  std::vector<Step> steps;
+  // CPU time of the fastest repetition: at 1 thread on a shared machine, what an idle one's wall is
+  auto time = [&](const char* what, auto&& fn) {
+    best_of(5, fn);
+    steps.push_back({what, g_best_cpu * 1e3});
+  };
+  const kernels::vops::RowOps& rops = kernels::vops::row_ops();
+  auto ln = [&](const std::vector<float>& w, const std::vector<float>& b) {
+    pool.parallel_for(n, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) rops.layer_norm(x.data() + i * H, w.data(), b.data(), xn.data() + i * H, H, c.eps);
+    });
+  };
+  std::vector<float> x2 = x;  // the fused residual + LN writes x: restored from x2 each repetition
+  auto residual_ln = [&](const std::vector<float>& bias, const std::vector<float>& w, const std::vector<float>& b) {
+    pool.parallel_for(n, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        std::copy(x2.data() + i * H, x2.data() + (i + 1) * H, x.data() + i * H);
+        rops.residual_layer_norm(x.data() + i * H, at.data() + i * H, bias.data(), w.data(), b.data(), xn.data() + i * H, H,
+                                 c.eps);
+      }
+    });
+  };
+  auto residual = [&](const std::vector<float>& bias) {
+    pool.parallel_for(n, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = 0; j < H; ++j) at[i * H + j] = x[i * H + j] + xn[i * H + j] + bias[j];
+    });
+  };
+  time("ln1", [&] { ln(L.ln1_w, L.ln1_b); });
+  time("q/k/v matmuls", [&] {
+    vision_matmul(L.attn_q, xn.data(), n, q.data(), pool);
+    vision_matmul(L.attn_k, xn.data(), n, k.data(), pool);
+    vision_matmul(L.attn_v, xn.data(), n, v.data(), pool);
+  });
+  time("q/k/v bias", [&] {
+    pool.parallel_for(n, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        ops::add(q.data() + i * H, L.attn_q_b.data(), H);
+        ops::add(k.data() + i * H, L.attn_k_b.data(), H);
+        ops::add(v.data() + i * H, L.attn_v_b.data(), H);
+      }
+    });
+  });
+  for (int bf : {0, 1}) {
+    model::AttentionShape s;
+    s.n_q = s.n_kv = n;
+    s.n_heads = c.n_heads;
+    s.head_dim = c.head_dim;
+    s.q_stride = s.k_stride = s.v_stride = s.out_stride = H;
+    s.scale = 0.1f;
+    s.bf16 = bf == 1;
+    time(bf ? "attention bf16" : "attention f32",
+         [&] { model::attention_full(s, q.data(), k.data(), v.data(), at.data(), pool, scratch); });
+  }
+  time("attn_out matmul", [&] { vision_matmul(L.attn_out, at.data(), n, xn.data(), pool); });
+  time("residual+bias+ln2", [&] { residual_ln(L.attn_out_b, L.ln2_w, L.ln2_b); });
+  time("fc1 matmul", [&] { vision_matmul(L.ffn_fc1, xn.data(), n, f.data(), pool); });
+  time("fc1 bias+gelu(+pad)", [&] {
+    pool.parallel_for(n, 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        rops.bias_gelu(f.data() + i * I, L.ffn_fc1_b.data(), g.data() + i * Ip, I, Ip);
+      }
+    });
+  });
+  time("fc2 matmul", [&] { vision_matmul(L.ffn_fc2, g.data(), n, xn.data(), pool); });
+  time("residual+bias", [&] { residual(L.ffn_fc2_b); });
+  std::printf("block 0 replayed, %lld tokens, %d thread(s), weights %s (best of 5, CPU ms):\n", (long long)n, threads,
+              enc.weights().c_str());
+  double sum = 0;
+  for (const Step& st : steps) std::printf("  %-22s %8.2f\n", st.what, st.ms);
+  for (const Step& st : steps) sum += st.ms;
+  std::printf("  sum (both attentions counted) %.1f\n", sum);
+
+  std::vector<float> hid(n * H), out(m.resampler.query_num * m.resampler.embed_dim);
+  enc.vision_tower(patches.data(), 32, 32, hid.data());
+  std::vector<model::Resampler::Phases> runs;
+  model::Resampler res(std::shared_ptr<const model::Mmproj>(&m, [](const model::Mmproj*) {}));
+  res.forward(hid.data(), 32, 32, out.data(), pool);  // warm-up (the fold's tables)
+  model::Resampler::Phases best;
+  double best_total = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    res.forward(hid.data(), 32, 32, out.data(), pool);
+    const model::Resampler::Phases& ph = res.phases();
+    if (ph.total() < best_total) best_total = ph.total(), best = ph;
+  }
+  std::printf("resampler (%s, best of 5, ms): kv matmul %.2f, ln_kv+pos %.2f, %s %.2f, attention %.2f, "
+              "out/ln_post/proj %.2f; total %.1f\n", res.folded() ? "folded" : "projected", best.kv * 1e3,
+              best.ln_pe * 1e3, res.folded() ? "fold products (QkKpe^T, softmax, P kv, Wv_h)" : "K/V matmuls + bias",
+              best.kv_proj * 1e3, best.attention * 1e3, best.out * 1e3, best.total() * 1e3);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,6 +187,7 @@ int main(int argc, char** argv) {
                 tt * 1e3 / L, tr * 1e3, tt / L * 27 + tr);
     std::printf("cpu:  tower %.1f ms (%.1f ms/block), resampler %.1f ms, 27-block slice %.2f s (all threads)\n",
                 ct * 1e3, ct * 1e3 / L, cr * 1e3, ct / L * 27 + cr);
+    if (argc > 4 && std::string(argv[4]) == "breakdown") breakdown(enc, p, threads);
     return 0;
   }
   ThreadPool pool(threads);

@@ -128,14 +128,22 @@ void attention_full_flash(const AttentionShape& s, const float* q, const float* 
   if (scratch.size() < per_head * heads) scratch.resize(per_head * heads);
   float* packed = scratch.data();
 
+  auto pack_bf16 = va::pack_keys_bf16;  // the SIMD conversions with the SIMD kernel, the scalar with its twin
+  auto to_bf16 = va::queries_bf16;
+#if defined(MINICPMV_X86)
+  if (isa == kernels::Isa::Avx512) {
+    pack_bf16 = va::pack_keys_bf16_avx512;
+    to_bf16 = va::queries_bf16_avx512;
+  }
+#endif
   const int64_t tiles = nkp / 16;
   pool.parallel_for(heads * tiles, 4, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / tiles, j0 = (t % tiles) * 16, col = h * d;
       float* kt = packed + per_head * h;
       if (s.bf16)
-        va::pack_keys_bf16(k + col, s.k_stride, v + col, s.v_stride, nk, d, j0, j0 + 16,
-                           reinterpret_cast<uint16_t*>(kt), reinterpret_cast<uint16_t*>(kt + kt_floats));
+        pack_bf16(k + col, s.k_stride, v + col, s.v_stride, nk, d, j0, j0 + 16, reinterpret_cast<uint16_t*>(kt),
+                  reinterpret_cast<uint16_t*>(kt + kt_floats));
       else
         va::pack_keys(k + col, s.k_stride, v + col, s.v_stride, nk, d, j0, j0 + 16, kt, kt + kt_floats);
     }
@@ -152,15 +160,11 @@ void attention_full_flash(const AttentionShape& s, const float* q, const float* 
       const int64_t h = t / blocks, i0 = (t % blocks) * va::kRows, col = h * d;
       va::Block b;
       b.rows = std::min(va::kRows, s.n_q - i0);
-      for (int64_t r = 0; r < b.rows; ++r) {
-        const float* src = q + (i0 + r) * s.q_stride + col;
-        if (s.bf16) {
-          for (int64_t c2 = 0; c2 < d2; ++c2) {
-            const uint32_t lo = fp32_to_bf16(src[2 * c2] * s.scale);
-            const uint32_t hi = 2 * c2 + 1 < d ? fp32_to_bf16(src[2 * c2 + 1] * s.scale) : 0u;
-            q2[r * d2 + c2] = lo | (hi << 16);
-          }
-        } else {
+      if (s.bf16) {
+        to_bf16(q + i0 * s.q_stride + col, s.q_stride, b.rows, d, s.scale, q2);
+      } else {
+        for (int64_t r = 0; r < b.rows; ++r) {
+          const float* src = q + (i0 + r) * s.q_stride + col;
           for (int64_t c = 0; c < d; ++c) qb[r * d + c] = src[c] * s.scale;
         }
       }
@@ -195,8 +199,11 @@ void attention_full(const AttentionShape& s, const float* q, const float* k, con
   const char* now = std::getenv("MINICPMV_ATTENTION_FLASH");
   const kernels::Isa isa = kernels::active_isa();
   if (s.flash && !(now && now[0] == '0') && (isa == kernels::Isa::Avx512 || isa == kernels::Isa::Avx2)) {
+    // MINICPMV_ATTENTION_BF16=0 keeps the f32 kernel where the models ask for bf16 (accuracy and
+    // speed comparisons: bench/bench_vision.py --accuracy)
+    const char* bf = std::getenv("MINICPMV_ATTENTION_BF16");
     AttentionShape f = s;
-    f.bf16 = s.bf16 && isa == kernels::Isa::Avx512 && cpu::features().avx512_bf16;
+    f.bf16 = s.bf16 && !(bf && bf[0] == '0') && isa == kernels::Isa::Avx512 && cpu::features().avx512_bf16;
     return attention_full_flash(f, q, k, v, out, pool, scratch, isa);
   }
   const int64_t d = s.head_dim, nk = s.n_kv, heads = s.n_heads;

@@ -28,10 +28,11 @@ struct AttentionShape {
   // false: the kernels::matmul path even where the flash kernel exists (benchmarks, comparisons).
   bool flash = true;
   // The flash kernel's bf16 variant (vdpbf16ps: q, K, V and the probabilities rounded to bf16,
-  // f32 sums and softmax) where the CPU has AVX512_BF16; ignored elsewhere. Meant for the "bf16"
-  // weights option: 1.46x the f32 flash kernel on the tower's shape, but not switched on by
-  // siglip.cpp yet: it moves tests/test_vision_perf.py's bf16 tower from 1.8e-3 to 7.5e-3 relative
-  // RMS against a reference that keeps the attention in f32 (bound 3e-3).
+  // f32 sums and softmax) where the CPU has AVX512_BF16; ignored elsewhere (and with
+  // MINICPMV_ATTENTION_BF16=0). 1.6x the f32 flash kernel on the tower's shape (34 vs 54 ms at 1
+  // thread), 1.5x on the resampler's (12.6 vs 19.0 ms). The approximate vision options switch it on
+  // (siglip.cpp, resampler.cpp: "bf16" dot products or Q8_0 matrices); tests/test_vision_perf.py's
+  // references model its rounding (tests/reference/flash_bf16_ref.py).
   bool bf16 = false;
 };
 

@@ -328,16 +328,19 @@ int64_t Mmproj::pack_tower_q8_0(ThreadPool& pool) {
   if (kernels::active_isa() != kernels::Isa::Avx512) return 0;
   std::unordered_map<const void*, const TensorInfo*> by_data;
   for (const TensorInfo& t : file_->tensors()) by_data[t.data] = &t;
-  int64_t packed = 0;
+  std::vector<kernels::Weight*> ws;
   for (VisionLayerWeights& L : v.layers)
-    for (kernels::Weight* w : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_fc1, &L.ffn_fc2}) {
-      if (w->empty() || w->type() != DType::Q8_0 || w->layout() != kernels::Layout::Rows) continue;
-      const void* src = w->data();
-      *w = kernels::packed::pack_q8_0(*w, pool);
-      ++packed;
-      auto t = by_data.find(src);
-      if (t != by_data.end()) file_->advise_dontneed(*t->second);
-    }
+    for (kernels::Weight* w : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_fc1, &L.ffn_fc2}) ws.push_back(w);
+  ws.push_back(&r.kv);  // the resampler's n-token projection (it reads no raw rows of kv)
+  int64_t packed = 0;
+  for (kernels::Weight* w : ws) {
+    if (w->empty() || w->type() != DType::Q8_0 || w->layout() != kernels::Layout::Rows) continue;
+    const void* src = w->data();
+    *w = kernels::packed::pack_q8_0(*w, pool);
+    ++packed;
+    auto t = by_data.find(src);
+    if (t != by_data.end()) file_->advise_dontneed(*t->second);
+  }
   std::unordered_set<const void*> used;  // converted copies no matrix reads any more are freed
   for (const Matrix& m : matrices()) used.insert(m.weight->data());
   owned_.erase(std::remove_if(owned_.begin(), owned_.end(),

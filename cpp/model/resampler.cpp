@@ -1,11 +1,15 @@
 #include "model/resampler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "kernels/bf16_dot.h"
+#include "kernels/vision_ops.h"
+#include "quant/f16.h"
 #include "minicpmv/error.h"
 #include "model/attention_full.h"
 #include "model/vision_matmul.h"
@@ -18,6 +22,18 @@ namespace minicpmv::model {
 namespace {
 
 constexpr int64_t kRowGrain = 4;
+
+// x -> bf16, nearest even (the bf16 dot kernels' rounding of their activations)
+void round_bf16(const float* x, uint16_t* dst, int64_t n) {
+#if defined(MINICPMV_X86)
+  if (kernels::bf16_dot_available()) return kernels::round_bf16_avx512(x, dst, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp32_to_bf16(x[i]);
+}
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 // omega_k = 1 / 10000^(k/q), k < q = D/4. HF (get_1d_sincos_pos_embed_from_grid_new) runs in numpy
 // float32: k/q in float32, 10000**that in float32, 1/that in float32; we round at the same steps
@@ -91,14 +107,26 @@ void Resampler::reserve(int64_t n, bool fold) {
 // rate, so 52.6 int8 GFLOP cost about what 27.9 f32 ones do, and the int8 path rounds kpe / kv to
 // Q8_0 before Wk / Wv (which tests/test_vision.py's q8_0 reference emulates): those keep the
 // projections. MINICPMV_RESAMPLER_FOLD=0/1 overrides (benchmarks).
+//
+// The "bf16" option (bf16_dot_flag with BF16 Wk / Wv) folds too, but with the fold's two n-token
+// products on the bf16 dot kernels as well (fold_bf16: kpe, kv, the folded queries and P rounded
+// to bf16): at 1 thread, 89 + 76 ms for the two products against 2 x 149 ms for K and V on the same
+// kernels plus 12.6 ms of attention. (With f32 products the fold lost there: 337 vs 293 ms.)
 bool Resampler::use_fold() const {
   if (const char* e = std::getenv("MINICPMV_RESAMPLER_FOLD")) return e[0] == '1';
+  if (fold_bf16()) return true;
   const ResamplerWeights& R = m_->r;
   for (DType t : {R.attn_k.type(), R.attn_v.type()}) {
-    if (t == DType::BF16 && bf16_dot_flag()) return false;  // bf16 dot products: ~2x the f32 rate
+    if (t == DType::BF16 && bf16_dot_flag()) return false;  // without AVX512_BF16 products
     if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
   }
   return true;
+}
+
+bool Resampler::fold_bf16() const {
+  const ResamplerWeights& R = m_->r;
+  return bf16_dot_flag() && R.attn_k.type() == DType::BF16 && R.attn_v.type() == DType::BF16 &&
+         kernels::bf16_dot_available();
 }
 
 void Resampler::prepare_queries(ThreadPool& pool) {
@@ -155,7 +183,15 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
   reserve(n, fold);
 
   // kv = LN_kv(x W_kv^T);  kpe = kv + pe (keys only: values get no position)
+  double t = seconds();
+  auto lap = [&t](double& phase) {
+    const double now = seconds();
+    phase = now - t;
+    t = now;
+  };
+  phases_ = Phases();
   vision_matmul(R.kv, x, n, tmp_.data(), pool);
+  lap(phases_.kv);
   // The sin-cos rows depend on the grid only: the slices of an image share one size (~115k
   // double sin/cos each), so they are rebuilt only when it changes.
   if (h != table_for_h_ || w != table_for_w_) {
@@ -166,10 +202,11 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
     table_for_h_ = h;
     table_for_w_ = w;
   }
+  const kernels::vops::RowOps& row_ops = kernels::vops::row_ops();
   pool.parallel_for(n, kRowGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* kv = kv_.data() + i * D;
-      ops::layer_norm(tmp_.data() + i * D, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
+      row_ops.layer_norm(tmp_.data() + i * D, R.ln_kv_w.data(), R.ln_kv_b.data(), kv, D, c.eps);
       float* kpe = kpe_.data() + i * D;
       const float* pw = table_w_.data() + (i % w) * half;
       const float* ph = table_h_.data() + (i / w) * half;
@@ -178,10 +215,12 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
     }
   });
 
+  lap(phases_.ln_pe);
   if (fold)
     attend_folded(n, pool);
   else
     attend_projected(n, pool);
+  t = seconds();
 
   // y = LN_post(attn Wo^T + bo) . P   (the LN output reuses attn_)
   vision_matmul(R.attn_out, attn_.data(), Q, o_.data(), pool);
@@ -191,6 +230,7 @@ void Resampler::forward(const float* x, int64_t h, int64_t w, float* out, Thread
     ops::layer_norm(o, R.ln_post_w.data(), R.ln_post_b.data(), attn_.data() + i * D, D, c.eps);
   }
   vision_matmul(R.proj, attn_.data(), Q, out, pool);
+  lap(phases_.out);
 }
 
 // The spec's attention (nn.MultiheadAttention, s = 1/sqrt(d), head h = columns [h*d, h*d + d)):
@@ -201,6 +241,7 @@ void Resampler::attend_projected(int64_t n, ThreadPool& pool) {
   const ResamplerWeights& R = m_->r;
   const int64_t D = c.embed_dim;
   prepare_queries(pool);
+  const double t0 = seconds();
   float* k = tmp_.data();
   vision_matmul(R.attn_k, kpe_.data(), n, k, pool);
   vision_matmul(R.attn_v, kv_.data(), n, v_.data(), pool);
@@ -210,6 +251,8 @@ void Resampler::attend_projected(int64_t n, ThreadPool& pool) {
       ops::add(v_.data() + i * D, R.attn_v_b.data(), D);
     }
   });
+  const double t1 = seconds();
+  phases_.kv_proj = t1 - t0;
   AttentionShape s;
   s.n_q = c.query_num;
   s.n_kv = n;
@@ -217,7 +260,17 @@ void Resampler::attend_projected(int64_t n, ThreadPool& pool) {
   s.head_dim = c.head_dim;
   s.q_stride = s.k_stride = s.v_stride = s.out_stride = D;
   s.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  // The approximate options (every case that takes this path unless MINICPMV_RESAMPLER_FOLD=0
+  // forces it) run the bf16 flash kernel where the CPU has it, as the tower does: 12.6 ms against
+  // the f32 one's 19.0 for 64 queries x 1024 keys x 28 heads of 128 at 1 thread (bench_vision_ops
+  // attention). Float matrices keep f32.
+  auto quantized = [](const kernels::Weight& W) {
+    return W.type() != DType::F32 && W.type() != DType::F16 && W.type() != DType::BF16;
+  };
+  s.bf16 = bf16_dot_flag() || m_->weight_format() == WeightFormat::Q8_0 ||
+           (quantized(R.attn_k) && quantized(R.attn_v));
   attention_full(s, q_proj_.data(), k, v_.data(), attn_.data(), pool, attn_scratch_);
+  phases_.attention = seconds() - t1;
 }
 
 // The same attention with the two n-token projections folded into the queries (they are weights):
@@ -234,7 +287,17 @@ void Resampler::attend_folded(int64_t n, ThreadPool& pool) {
   const ResamplerWeights& R = m_->r;
   const int64_t D = c.embed_dim, Q = c.query_num, H = c.n_heads, hd = c.head_dim, HQ = H * Q;
   prepare_folded(pool);
-  kernels::matmul(kernels::Weight::view(DType::F32, n, D, kpe_.data()), qk_.data(), HQ, scores_.data(), pool);
+  const double t0 = seconds();
+  const bool b16 = fold_bf16();
+  if (b16) {
+    // kpe as a bf16 "weight" [n, D]; matmul_bf16_dot rounds the folded queries per call
+    if (kpe_b_.size() < static_cast<size_t>(n * D)) kpe_b_.resize(static_cast<size_t>(n * D));
+    pool.parallel_for(n, 16, [&](int64_t i0, int64_t i1) { round_bf16(kpe_.data() + i0 * D, kpe_b_.data() + i0 * D, (i1 - i0) * D); });
+    kernels::matmul_bf16_dot(kernels::Weight::view(DType::BF16, n, D, kpe_b_.data()), qk_.data(), HQ, scores_.data(), pool);
+  } else {
+    kernels::matmul(kernels::Weight::view(DType::F32, n, D, kpe_.data()), qk_.data(), HQ, scores_.data(), pool);
+  }
+  const double t1 = seconds();
   pool.parallel_for(HQ, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) ops::softmax_fast(scores_.data() + r * n, n);
   });
@@ -244,7 +307,15 @@ void Resampler::attend_folded(int64_t n, ThreadPool& pool) {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t k = k0; k < std::min(D, k0 + 16); ++k) kvt[k * n + i] = kv_[i * D + k];
   });
-  kernels::matmul(kernels::Weight::view(DType::F32, D, n, kvt), scores_.data(), HQ, pv_.data(), pool);
+  const double t2 = seconds();
+  phases_.attention = t2 - t1;
+  if (b16) {
+    if (kvt_b_.size() < static_cast<size_t>(n * D)) kvt_b_.resize(static_cast<size_t>(n * D));
+    pool.parallel_for(D, 16, [&](int64_t k0, int64_t k1) { round_bf16(kvt + k0 * n, kvt_b_.data() + k0 * n, (k1 - k0) * n); });
+    kernels::matmul_bf16_dot(kernels::Weight::view(DType::BF16, D, n, kvt_b_.data()), scores_.data(), HQ, pv_.data(), pool);
+  } else {
+    kernels::matmul(kernels::Weight::view(DType::F32, D, n, kvt), scores_.data(), HQ, pv_.data(), pool);
+  }
   const uint8_t* wv = static_cast<const uint8_t*>(R.attn_v.data());
   float* oh = o_.data();  // [Q, d] per head, free until attn_out
   for (int64_t h = 0; h < H; ++h) {
@@ -254,6 +325,7 @@ void Resampler::attend_folded(int64_t n, ThreadPool& pool) {
     for (int64_t i = 0; i < Q; ++i)
       for (int64_t j = 0; j < hd; ++j) attn_[i * D + h * hd + j] = oh[i * hd + j] + R.attn_v_b[h * hd + j];
   }
+  phases_.kv_proj = (t1 - t0) + (seconds() - t2);
 }
 
 }  // namespace minicpmv::model

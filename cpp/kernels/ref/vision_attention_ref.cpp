@@ -84,6 +84,18 @@ void pack_keys_bf16(const float* k, int64_t k_stride, const float* v, int64_t v_
   }
 }
 
+void queries_bf16(const float* q, int64_t q_stride, int64_t rows, int64_t d, float scale, uint32_t* q2) {
+  const int64_t d2 = half_dim(d);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = q + r * q_stride;
+    for (int64_t c2 = 0; c2 < d2; ++c2) {
+      const uint32_t lo = fp32_to_bf16(src[2 * c2] * scale);
+      const uint32_t hi = 2 * c2 + 1 < d ? fp32_to_bf16(src[2 * c2 + 1] * scale) : 0u;
+      q2[r * d2 + c2] = lo | (hi << 16);
+    }
+  }
+}
+
 void block_bf16_ref(const Block& b, float* scratch) {
   const int64_t d = b.d, dp = padded_dim(d), d2 = half_dim(d), nkp = padded_keys(b.n_kv);
   float* sc = scratch;

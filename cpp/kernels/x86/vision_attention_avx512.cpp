@@ -16,9 +16,12 @@
 #include <limits>
 
 #include "kernels/vision_attention.h"
+#include "quant/f16.h"
 
 namespace minicpmv::kernels::vattn {
 namespace {
+
+inline uint32_t fp32_to_bf16_bits(float f) { return fp32_to_bf16(f); }
 
 inline __m512 exp_neg(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // exp(-104) underflows to 0; keeps -inf out of n
@@ -308,6 +311,74 @@ void block_avx512_bf16(const Block& b, float* scratch) {
   for (int64_t r = 0; r < rows; ++r) {
     const float inv = 1.0f / l[r];
     for (int64_t c = 0; c < d; ++c) b.out[r * b.out_stride + c] = o[r * dp + c] * inv;
+  }
+}
+
+void queries_bf16_avx512(const float* q, int64_t q_stride, int64_t rows, int64_t d, float scale, uint32_t* q2) {
+  const int64_t d2 = half_dim(d);
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = q + r * q_stride;
+    uint32_t* dst = q2 + r * d2;
+    for (int64_t c = 0; c < 2 * d2; c += 32) {
+      const int64_t left = d - c;
+      const __mmask16 m0 = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << (left > 0 ? left : 0)) - 1u);
+      const int64_t left1 = left - 16;
+      const __mmask16 m1 = left1 >= 16 ? 0xffff : static_cast<__mmask16>((1u << (left1 > 0 ? left1 : 0)) - 1u);
+      const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, src + c), sv);
+      const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, src + c + 16), sv);
+      const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);
+      const int64_t pairs = std::min<int64_t>(16, d2 - c / 2);  // the row's last store stops at d2
+      _mm512_mask_storeu_epi32(dst + c / 2, static_cast<__mmask16>((1u << pairs) - 1u), reinterpret_cast<const __m512i&>(h));
+    }
+  }
+}
+
+void pack_keys_bf16_avx512(const float* k, int64_t k_stride, const float* v, int64_t v_stride, int64_t n_kv,
+                           int64_t d, int64_t j0, int64_t j1, uint16_t* ktb, uint16_t* vpb) {
+  const int64_t dp = padded_dim(d), d2 = half_dim(d);
+  auto mask = [](int64_t left) {
+    return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (left > 0 ? left : 0)) - 1u);
+  };
+  alignas(64) uint32_t pairs[16 * 80];  // one row's dim pairs, rows of d2 (<= 80 pairs: d <= 160)
+  const bool staged = d2 <= 80;
+  for (int64_t j = j0; j < j1; ++j) {
+    const bool real = j < n_kv;
+    // K: row j's dims as bf16 pairs (2c, 2c+1) -> strip column j % 16
+    uint32_t* strip = reinterpret_cast<uint32_t*>(ktb + (j / 16) * d2 * 32) + (j % 16);
+    if (!real) {
+      for (int64_t c2 = 0; c2 < d2; ++c2) strip[c2 * 16] = 0;
+    } else if (staged) {
+      const float* kr = k + j * k_stride;
+      uint32_t* pr = pairs + (j % 16) * 80;
+      for (int64_t c = 0; c < 2 * d2; c += 32) {
+        const __m512 lo = _mm512_maskz_loadu_ps(mask(d - c), kr + c);
+        const __m512 hi = _mm512_maskz_loadu_ps(mask(d - c - 16), kr + c + 16);
+        const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);  // lanes 0-15 from lo, 16-31 from hi
+        _mm512_storeu_si512(pr + c / 2, reinterpret_cast<const __m512i&>(h));
+      }
+      for (int64_t c2 = 0; c2 < d2; ++c2) strip[c2 * 16] = pr[c2];
+    } else {
+      const float* kr = k + j * k_stride;
+      for (int64_t c2 = 0; c2 < d2; ++c2)
+        strip[c2 * 16] = fp32_to_bf16_bits(kr[2 * c2]) | (2 * c2 + 1 < d ? fp32_to_bf16_bits(kr[2 * c2 + 1]) << 16 : 0u);
+    }
+  }
+  // V: key pairs (2i, 2i+1), 16 dims per store: lane c = bf16(v[2i][c]) | bf16(v[2i+1][c]) << 16
+  for (int64_t j = j0; j < j1; j += 2) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(vpb + (j / 2) * dp * 2);
+    const float* v0 = v + j * v_stride;
+    const float* v1 = v0 + v_stride;
+    const bool r0 = j < n_kv, r1 = j + 1 < n_kv;
+    for (int64_t c = 0; c < dp; c += 16) {
+      const __mmask16 m = mask(d - c);
+      const __m512 a = r0 ? _mm512_maskz_loadu_ps(m, v0 + c) : _mm512_setzero_ps();
+      const __m512 b = r1 ? _mm512_maskz_loadu_ps(m, v1 + c) : _mm512_setzero_ps();
+      const __m256bh ha = _mm512_cvtneps_pbh(a), hb = _mm512_cvtneps_pbh(b);
+      const __m512i lo = _mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(ha));
+      const __m512i hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(hb)), 16);
+      _mm512_storeu_si512(dst + c, _mm512_or_si512(lo, hi));
+    }
   }
 }
 
