@@ -32,11 +32,15 @@ class VisionEncoder {
   // n_threads <= 0: one per core. weights: "auto" | "native" | "q8_0" | "bf16":
   //   native: as stored (f16 kernels with f32 activations: the faithful path, ~5e-4 relative RMS
   //           error on the slice embeddings vs an f32 reference).
-  //   q8_0:   f16 / f32 matrices quantized to Q8_0 at load, int8 activations (~1.5e-2).
+  //   q8_0:   f16 / f32 matrices quantized to Q8_0 at load, int8 activations (~1.5e-2); on the
+  //           avx512 path the tower's (and the resampler's kv) Q8_0 matrices, converted or stored,
+  //           are repacked for the int8 GEMM (kernels/packed_q8.h, same numbers).
   //   bf16:   f16 / f32 matrices converted to bf16 at load, activations rounded to bf16 per matmul,
-  //           f32 accumulation (vdpbf16ps; ~1.6x native per slice, 5e-3). Needs AVX512_BF16 and the avx512 kernel
-  //           path; elsewhere it falls back to native with a line on stderr.
-  //   auto:   the fastest option within 1e-2 relative RMS (bf16: 5e-3 at the real widths, q8_0 is
+  //           f32 accumulation (vdpbf16ps; 5.2e-3 at the real widths, 2 blocks). Needs AVX512_BF16
+  //           and the avx512 kernel path; elsewhere it falls back to native with a line on stderr.
+  //   Both approximate options (and a file whose q/k/v are stored quantized) also run the
+  //   attention on bf16 products where the CPU has AVX512_BF16 (model/attention_full.h).
+  //   auto:   the fastest option within 1e-2 relative RMS (bf16: 5.2e-3 at the real widths, q8_0 is
   //           1.5e-2) where the CPU has AVX512_BF16; elsewhere unchanged, Mmproj::resolve (Q8_0 on
   //           fast int8 CPUs, else native), so those CPUs keep their speed.
   // The default stays "native" for now: the API (python/minicpmv_edge/api.py) and its exact-logit
