@@ -1,7 +1,8 @@
 // Decode matvec and prefill matmul speed of every kernel path on this CPU, side by side with the
 // machine's measured read bandwidth (not a test; prints a table).
 //
-//   bench_matvec [--quick] [--hot] [--isa NAME] [--types Q4_K,Q6_K,...] [--no-matmul] [--reps N]
+//   bench_matvec [--quick] [--hot] [--isa NAME] [--types Q4_K,Q6_K,...] [--shapes 3584x3584,...]
+//                [--threads 1|2] [--no-matmul] [--reps N]
 //
 // Bandwidth: a STREAM-like sum over a 2 GiB buffer (best of 5), 1 and 2 threads, measured in the
 // same run (the machine is shared: the ratio is only meaningful against this run's bandwidth).
@@ -88,7 +89,8 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   bool quick = false, matmul_too = true, hot = false;
   int reps_arg = 0;
-  std::string only_isa, type_list = "Q4_K,Q6_K,Q4_0,Q8_0";
+  std::string only_isa, type_list = "Q4_K,Q6_K,Q4_0,Q8_0", shape_list;
+  int only_threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -97,8 +99,12 @@ int main(int argc, char** argv) {
     else if (a == "--isa" && i + 1 < argc) only_isa = argv[++i];
     else if (a == "--types" && i + 1 < argc) type_list = argv[++i];
     else if (a == "--reps" && i + 1 < argc) reps_arg = std::atoi(argv[++i]);
+    else if (a == "--shapes" && i + 1 < argc) shape_list = argv[++i];
+    else if (a == "--threads" && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_matvec [--quick] [--hot] [--isa NAME] [--types Q4_K,...] [--no-matmul] [--reps N]\n");
+      std::fprintf(stderr,
+                   "usage: bench_matvec [--quick] [--hot] [--isa NAME] [--types Q4_K,...] [--shapes RxC,...] "
+                   "[--threads 1|2] [--no-matmul] [--reps N]\n");
       return 2;
     }
   }
@@ -146,6 +152,8 @@ int main(int argc, char** argv) {
   const std::string env_saved = env0 ? env0 : "";
   for (DType t : types)
     for (auto& sh : mv_shapes) {
+      if (!shape_list.empty() && ("," + shape_list + ",").find("," + std::to_string(sh[0]) + "x" + std::to_string(sh[1]) + ",") == std::string::npos)
+        continue;
       const int64_t cols = sh[1];
       // --hot: ~384 KiB of rows, one copy, so they stay in L2: the kernel's instruction ceiling
       const int64_t rows = hot ? std::min<int64_t>(sh[0], (384 << 10) / row_size(t, cols)) : sh[0];
@@ -162,6 +170,7 @@ int main(int argc, char** argv) {
       const double calls = double(W.size()) * inner;
       for (Isa isa : isas)
         for (int k = 0; k < 2; ++k) {
+          if (only_threads && k + 1 != only_threads) continue;
           const int reps = reps_arg > 0 ? reps_arg : isa == Isa::Ref ? 1 : (quick ? 3 : 7);
           double best[2] = {1e30, 1e30};
           for (int rep = 0; rep < reps; ++rep)

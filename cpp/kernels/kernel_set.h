@@ -90,6 +90,10 @@ struct KernelSet {
   // Optional single-token (decode, n == 1) kernels: memory-bound, so a path may use a different
   // loop (and activation order, quantize_gemv) than its prefill tiles. nullptr = gemm[] and the
   // activation quantizer above.
+  // quantize_gemv may also use a layout of its own (at most act_row_bytes(act_kind(type)) bytes,
+  // the buffer matmul gives it; e.g. the avx512 Q4_0 one puts the codes in the weights' byte-stream
+  // order and stores no s: x86/avx512_gemv.cpp). matmul_multi shares an activation buffer only
+  // between weights with the same quantizer, so each gemv meets the layout of its own quantizer.
   GemmFn gemv[kNumTypes] = {};
   QuantizeFn quantize_gemv[kNumTypes] = {};
 };

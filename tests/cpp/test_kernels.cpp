@@ -497,3 +497,93 @@ TEST(avx2_gemv_block_pairs_streams_and_extremes) {
         }
   }
 }
+
+// ==================================================================================================
+// AVX-512 Q4_0 decode kernel in weight-stream order (x86/avx512_gemv.cpp, q40_rows). Appended.
+// ==================================================================================================
+
+// Its quantizer (KernelSet::quantize_gemv[Q4_0]) against the scalar A8 bytes, rearranged here
+// from the documented layout: float d[nb], then per full 64-byte chunk c of the 18 nb weight
+// bytes lo[64] hi[64], then the last r = 18 nb % 64: lo[r] hi[r]; weight byte p = 18 b + 2 + k
+// meets code 32 b + k (lo) and 32 b + k + 16 (hi), the 2 bytes of d meet 0. Block counts give
+// every kind of end: r = 18 (1, 33 blocks), 36, 54, 8 (4), 62 (7), 0 (32, 64), 32 (112 = 3584
+// columns). Ties (x * 127 / max on .5) and zero blocks too. Bytes past 40 nb are not written.
+TEST(avx512_q4_0_gemv_quantizer_stream_order) {
+#if defined(MINICPMV_X86)
+  if (!isa_available(Isa::Avx512)) return;
+  KernelSet ks;
+  fill_avx512(ks);
+  const int id = static_cast<int>(DType::Q4_0);
+  CHECK_MSG(ks.quantize_gemv[id] != nullptr, "avx512 has no Q4_0 decode quantizer");
+  if (!ks.quantize_gemv[id]) return;
+  for (int64_t nb : {1, 2, 3, 4, 7, 32, 33, 64, 112}) {
+    const int64_t cols = 32 * nb, bytes = 18 * nb, nfull = bytes / 64, rem = bytes % 64;
+    const size_t rb = act_row_bytes(ActKind::A8, cols);
+    CHECK(static_cast<size_t>(40 * nb) <= rb);
+    for (int trial = 0; trial < 4; ++trial) {
+      std::vector<float> x(cols);
+      for (auto& v : x) v = uni(-3, 3);
+      if (trial == 1)
+        for (int64_t j = 0; j < cols; ++j) x[j] = 0.5f * static_cast<float>(static_cast<int>(rng()() % 255) - 127);
+      if (trial == 2) std::fill(x.begin(), x.begin() + 32, 0.f);
+      std::vector<uint8_t> a(rb, 0), b(rb, 0xAB), c(rb, 0xAB);
+      ref::quantize_a8(x.data(), a.data(), cols);
+      std::memcpy(c.data(), a.data() + cols, 4 * nb);  // d
+      uint8_t* codes = c.data() + 4 * nb;
+      for (int64_t p = 0; p < bytes; ++p) {
+        const int64_t blk = p / 18, k = p % 18 - 2, ch = p / 64, o = p % 64;
+        const uint8_t lo = k < 0 ? 0 : a[32 * blk + k], hi = k < 0 ? 0 : a[32 * blk + k + 16];
+        if (ch < nfull) codes[128 * ch + o] = lo, codes[128 * ch + 64 + o] = hi;
+        else codes[128 * nfull + o] = lo, codes[128 * nfull + rem + o] = hi;
+      }
+      ks.quantize_gemv[id](x.data(), b.data(), cols);
+      const bool same = std::memcmp(b.data(), c.data(), rb) == 0;
+      CHECK_MSG(same, "q4_0 gemv quantizer nb=%lld trial %d", (long long)nb, trial);
+      if (!same) return;
+    }
+  }
+#endif
+}
+
+// The kernel against ref at the same block counts (every chunk phase of the 9-chunk index
+// tables, every kind of masked last chunk, none) plus 592 (18944 columns, ffn_down: rows of more
+// than 4 KiB take 8 streams), rows 1, 4, 5, 8, 9, 11, 17 (4 or 8 streams + the rest one by one), random and extreme codes (all 15, activations +-1; and
+// all 0 with the f16 d at +-65504: the lanes holding d bytes must meet zero codes), 1 and 2
+// threads. Same tolerance as check_type.
+TEST(avx512_q4_0_gemv_chunk_phases_and_tails) {
+  if (!isa_available(Isa::Avx512)) return;
+  ThreadPool p1(1), p2(2);
+  const DType t = DType::Q4_0;
+  for (int64_t nb : {1, 2, 3, 4, 7, 9, 32, 33, 64, 112, 592}) {
+    const int64_t cols = 32 * nb;
+    for (int64_t rows : {1, 4, 5, 8, 9, 11, 17}) {
+      for (int mode = 0; mode < 3; ++mode) {
+        float wmax = 0;
+        std::vector<uint8_t> w = random_weights(t, rows, cols, &wmax);
+        for (size_t b = 0; b < w.size() / 18; ++b) {
+          uint8_t* blk = w.data() + 18 * b;
+          if (mode == 1) std::memset(blk + 2, 0xFF, 16);
+          if (mode == 2) {  // codes -8 and d = +-65504 (f16 0x7BFF / 0xFBFF): d bytes 0xFF 0x7B / 0xFB
+            std::memset(blk + 2, 0x00, 16);
+            const uint16_t d = (b % 2) ? 0xFBFF : 0x7BFF;
+            std::memcpy(blk, &d, 2);
+          }
+        }
+        if (mode == 2) wmax = 65504.f * 8;
+        Weight W = Weight::view(t, rows, cols, w.data());
+        std::vector<float> x(cols), yr(rows), y(rows);
+        for (int64_t j = 0; j < cols; ++j) x[j] = mode ? ((j * 5 / 3) % 2 ? -1.f : 1.f) : uni(-1, 1);
+        matmul(W, x.data(), 1, yr.data(), p1, Isa::Ref);
+        const double tol = 2e-5 * cols * wmax + 1e-30;
+        for (ThreadPool* pool : {&p1, &p2}) {
+          std::fill(y.begin(), y.end(), 7.f);
+          matmul(W, x.data(), 1, y.data(), *pool, Isa::Avx512);
+          double worst = 0;
+          for (int64_t r = 0; r < rows; ++r) worst = std::max(worst, std::fabs(double(y[r]) - double(yr[r])));
+          CHECK_MSG(worst <= tol, "avx512 gemv q4_0 rows=%lld cols=%lld mode=%d threads=%d: max err %g (tol %g)",
+                    (long long)rows, (long long)cols, mode, pool->size(), worst, tol);
+        }
+      }
+    }
+  }
+}
