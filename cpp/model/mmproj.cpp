@@ -331,7 +331,9 @@ int64_t Mmproj::pack_tower_q8_0(ThreadPool& pool) {
   std::vector<kernels::Weight*> ws;
   for (VisionLayerWeights& L : v.layers)
     for (kernels::Weight* w : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_fc1, &L.ffn_fc2}) ws.push_back(w);
-  ws.push_back(&r.kv);  // the resampler's n-token projection (it reads no raw rows of kv)
+  // the resampler's n-token projections: kv, and K / V (Resampler::use_fold declines to fold
+  // weights that are not in rows, so their rows are never read)
+  for (kernels::Weight* w : {&r.kv, &r.attn_k, &r.attn_v}) ws.push_back(w);
   int64_t packed = 0;
   for (kernels::Weight* w : ws) {
     if (w->empty() || w->type() != DType::Q8_0 || w->layout() != kernels::Layout::Rows) continue;

@@ -106,7 +106,8 @@ class Mmproj {
   // Repacks the tower's Q8_0 matrices (converted above, or stored as Q8_0 in the file) into the
   // int8 GEMM's panel layout (kernels/packed_q8.h: the same numbers, ~1.3x the stored-row kernels)
   // where the active kernel path has that GEMM (avx512); frees the row copies / drops the file's
-  // pages. Of the resampler's matrices only kv is packed (the fold reads the others' rows).
+  // pages. Of the resampler's matrices kv, attn_k and attn_v are packed (its n-token projections;
+  // its fold, which reads rows, declines packed weights).
   // Returns the number packed.
   int64_t pack_tower_q8_0(ThreadPool& pool);
   // Auto resolved for this file and the active kernel path (Native or Q8_0).

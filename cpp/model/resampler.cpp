@@ -113,9 +113,11 @@ void Resampler::reserve(int64_t n, bool fold) {
 // to bf16): at 1 thread, 89 + 76 ms for the two products against 2 x 149 ms for K and V on the same
 // kernels plus 12.6 ms of attention. (With f32 products the fold lost there: 337 vs 293 ms.)
 bool Resampler::use_fold() const {
+  const ResamplerWeights& R = m_->r;
+  // the fold reads Wk / Wv row by row: not in a repacked layout (Q8_0 panels run projected)
+  if (R.attn_k.layout() != kernels::Layout::Rows || R.attn_v.layout() != kernels::Layout::Rows) return false;
   if (const char* e = std::getenv("MINICPMV_RESAMPLER_FOLD")) return e[0] == '1';
   if (fold_bf16()) return true;
-  const ResamplerWeights& R = m_->r;
   for (DType t : {R.attn_k.type(), R.attn_v.type()}) {
     if (t == DType::BF16 && bf16_dot_flag()) return false;  // without AVX512_BF16 products
     if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
