@@ -133,9 +133,12 @@ uint8_t* scratch(size_t bytes) {
 
 // The kernel, activation quantizer and activation row stride matmul uses for one weight.
 // Below this many tokens the single-token kernels run once per token (beam search's few rows per
-// step): over row blocks that fit in L2, so the weights come from DRAM once, for the first token.
-// The multi-token tiles are built for compute-bound prefill and stream DRAM worse (3 beams: 1.25x
-// one-by-one with them).
+// step), over row blocks that fit in L2 so the weights come from DRAM once, for the first token.
+// Each token's outputs are then the bits a single-token call gives (batched beams = sequential
+// decoding). Speed, 3 beams of Q4_K_M at 2 threads (bench/bench_beam.py): 1.26x one beam at a
+// time, about what the multi-token tiles gave (1.25x): the single-token kernels are
+// instruction-bound near the L2 rate, so a 2nd token over L2 rows costs almost a 1st one. A
+// 2-3-token gemv that unpacks each weight vector once is what would pay.
 constexpr int64_t kFewTokens = 4;
 
 struct KernelChoice {
