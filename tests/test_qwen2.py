@@ -356,9 +356,21 @@ def test_eval_step_batches_sessions(f32_file, f32_ref, tmp_path, state):
         _core.LLM.eval_step([base, full], toks[:2])
     assert [l.n_past for l in llms] == before
 
-    # block-quantized weights: the batched rows go through the multi-token tiles, a single
-    # session's step through the decode kernels; same int8 activations and exact integer sums,
-    # so only the float summation order differs (~1e-6 relative; 1e-4 of the logit scale)
+    # more sessions than n_batch rows: chunks of n_batch, same rows
+    small = _core.LLM(str(f32_file), n_ctx=48, n_threads=2, n_batch=2, kv_type="f32")
+    small.eval(common)
+    trio = [small, small.fork(), small.fork()]
+    trio[1].eval(tails[0])
+    trio[2].eval(tails[1])
+    out = _core.LLM.eval_step(trio, toks)
+    for i in range(3):
+        ref = hf_logits(f32_ref, np.concatenate([seqs[i], toks[i:i + 1]]).tolist())
+        assert np.abs(out[i] - ref[-1]).max() < TOL_F32, i
+        assert trio[i].n_past == len(seqs[i]) + 1
+
+    # block-quantized weights: 2 rows run the single-token kernels once per token over L2 row
+    # blocks (matmul's few-token path), so each row should be a single session's step; the bound
+    # (1e-4 of the logit scale) also admits the multi-token tiles' summation order
     qpath = write_gguf(tmp_path / "tiny-q8.gguf", state, QT.Q8_0)
     a = _core.LLM(str(qpath), n_ctx=32, n_threads=2)
     a.eval(common)

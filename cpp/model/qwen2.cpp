@@ -262,9 +262,6 @@ void Qwen2Session::eval_step(Qwen2Session* const* ss, const int32_t* tokens, int
   if (!ss || !tokens || !logits || k <= 0) throw InvalidArgument("eval_step: no sessions, tokens or logits given");
   Qwen2Session* lead = ss[0];
   if (!lead) throw InvalidArgument("eval_step: session 0 is null");
-  if (k > lead->n_batch_)
-    throw InvalidArgument("eval_step: " + std::to_string(k) + " sessions, more than n_batch " +
-                          std::to_string(lead->n_batch_));
   const int64_t n_vocab = lead->config().n_vocab, d = lead->config().n_embd;
   for (int64_t i = 0; i < k; ++i) {
     const Qwen2Session* si = ss[i];
@@ -281,8 +278,12 @@ void Qwen2Session::eval_step(Qwen2Session* const* ss, const int32_t* tokens, int
       throw InvalidArgument(at + ": token id " + std::to_string(tokens[i]) + " is outside the vocabulary (n_vocab " +
                             std::to_string(n_vocab) + ")");
   }
-  for (int64_t i = 0; i < k; ++i) lead->model_->token_embedding(tokens[i], &lead->s_->x[i * d]);
-  lead->forward_chunk(k, logits, true, ss);
+  // in chunks of the lead's n_batch rows (its scratch holds the activations of one chunk)
+  for (int64_t c0 = 0; c0 < k; c0 += lead->n_batch_) {
+    const int64_t m = std::min(lead->n_batch_, k - c0);
+    for (int64_t i = 0; i < m; ++i) lead->model_->token_embedding(tokens[c0 + i], &lead->s_->x[i * d]);
+    lead->forward_chunk(m, logits + c0 * n_vocab, true, ss + c0);
+  }
   for (int64_t i = 0; i < k; ++i)
     std::memcpy(ss[i]->s_->logits.data(), logits + i * n_vocab, static_cast<size_t>(n_vocab) * sizeof(float));
 }

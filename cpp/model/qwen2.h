@@ -123,9 +123,9 @@ class Qwen2Session {
   // position sessions[i]->n_past()) and the logits after it are written to logits + i * n_vocab
   // (and kept as that session's last logits). The k rows go through every matrix together, so the
   // weights are read once per step instead of once per session (beam search: one pass for all
-  // beams). The sessions must be distinct and share the model, thread pool and KV type; k <=
-  // sessions[0]->n_batch() (InvalidArgument); each needs room for one more position
-  // (ContextOverflow). Everything is validated before anything is written.
+  // beams; more than sessions[0]->n_batch() sessions go in chunks of that many). The sessions must
+  // be distinct and share the model, thread pool and KV type (InvalidArgument); each needs room for
+  // one more position (ContextOverflow). Everything is validated before anything is written.
   static void eval_step(Qwen2Session* const* sessions, const int32_t* tokens, int64_t k, float* logits);
 
   // Forgets every position >= n (keeps the first n): rewind for multi-turn edits.
