@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "kernels/vision_attention.h"
+#include "kernels/x86/exp_avx512.h"
 #include "quant/f16.h"
 
 namespace minicpmv::kernels::vattn {
@@ -24,20 +25,8 @@ namespace {
 inline uint32_t fp32_to_bf16_bits(float f) { return fp32_to_bf16(f); }
 
 inline __m512 exp_neg(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // exp(-104) underflows to 0; keeps -inf out of n
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 split: hi has 10 bits
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+  // exp(-104) underflows to 0; the clamp keeps -inf out of the range reduction
+  return avx512_math::exp_poly(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)));
 }
 
 // s[r][16*g + i] = q[r] . K^T strip g (g < NK) for R rows.

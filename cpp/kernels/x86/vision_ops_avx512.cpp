@@ -2,7 +2,12 @@
 // vectors plus one masked tail (1152 = 72 zmm, 4304 = 269, 3584 = 224: no tail at the real widths).
 #include <immintrin.h>
 
+// GCC 12's intrinsic headers trip -Wuninitialized on their own _mm512_undefined_* placeholders.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include "kernels/vision_ops.h"
+#include "kernels/x86/exp_avx512.h"
 
 namespace minicpmv::kernels::vops::avx512 {
 namespace {
@@ -43,22 +48,8 @@ inline void normalize(const float* x, const float* w, const float* b, float* y, 
   }
 }
 
-// e^x for x in [-18, 18] (the twin's exp_poly, vscalefps for the 2^n)
-inline __m512 exp_poly(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
+// e^x for x in [-18, 18]: the twin's exp_poly (kernels/x86/exp_avx512.h)
+using avx512_math::exp_poly;
 
 inline __m512 gelu(__m512 v) {
   const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
